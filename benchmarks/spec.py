@@ -1,0 +1,116 @@
+"""The single source of truth for the network and its optimizer.
+
+Every implementation builds from a `ModelSpec` and trains with a `TrainConfig`;
+neither holds framework objects, so both travel as JSON to worker processes.
+
+The default spec is the origin model as its code actually runs: Flax's
+`nn.max_pool` without `strides` pools with stride 1, so the feature maps shrink
+by one pixel per pool and `dense1` sees (H-2)*(W-2)*32 inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+ORIGIN_POOL_STRIDE = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    image_size: int = 64
+    filters: tuple[int, int] = (16, 32)
+    kernel_size: int = 3
+    pool_window: int = 2
+    pool_stride: int = ORIGIN_POOL_STRIDE
+    dense_units: int = 64
+    num_classes: int = 2
+    channels: int = 3
+
+    def __post_init__(self):
+        if self.pool_stride not in (1, 2):
+            raise ValueError(f"pool_stride must be 1 or 2, got {self.pool_stride!r}")
+        if not (isinstance(self.image_size, int) and self.image_size >= 8):
+            raise ValueError(f"image_size must be an integer >= 8, got {self.image_size!r}")
+        object.__setattr__(self, "filters", tuple(self.filters))
+
+    @property
+    def is_origin(self) -> bool:
+        """True when this is the origin model's architecture (any image size)."""
+        return self == ModelSpec(image_size=self.image_size)
+
+    def pooled_size(self, size: int) -> int:
+        # VALID pooling: floor((size - window) / stride) + 1
+        return (size - self.pool_window) // self.pool_stride + 1
+
+    @property
+    def flat_features(self) -> int:
+        side = self.pooled_size(self.pooled_size(self.image_size))
+        return side * side * self.filters[1]
+
+    @property
+    def num_params(self) -> int:
+        k, c = self.kernel_size, self.channels
+        f1, f2 = self.filters
+        conv = (k * k * c * f1 + f1) + (k * k * f1 * f2 + f2)
+        dense = (self.flat_features * self.dense_units + self.dense_units) + (
+            self.dense_units * self.num_classes + self.num_classes
+        )
+        return conv + dense
+
+    def forward_flops(self, batch_size: int) -> int:
+        """Multiply-adds x2 of convs and denses for one forward pass (pools, ReLUs ignored)."""
+        k, c = self.kernel_size, self.channels
+        f1, f2 = self.filters
+        s0 = self.image_size
+        s1 = self.pooled_size(s0)
+        per_image = (
+            2 * s0 * s0 * k * k * c * f1
+            + 2 * s1 * s1 * k * k * f1 * f2
+            + 2 * self.flat_features * self.dense_units
+            + 2 * self.dense_units * self.num_classes
+        )
+        return batch_size * per_image
+
+    def train_flops(self, batch_size: int) -> int:
+        """Analytic count for one training step: forward + backward (~2x forward)."""
+        return 3 * self.forward_flops(batch_size)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimizer and loop hyperparameters shared by every implementation.
+
+    Adam is run in Keras's formulation everywhere (epsilon added to sqrt(v)
+    before bias correction); `adam_form="optax"` selects optax's native one,
+    in which epsilon is added after bias correction.
+    """
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-7
+    adam_form: str = "keras"
+    batch_size: int = 32
+    epochs: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.adam_form not in ("keras", "optax"):
+            raise ValueError(f"adam_form must be 'keras' or 'optax', got {self.adam_form!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**d)
