@@ -1,0 +1,267 @@
+"""The benchmark session: data preparation, workers, result records, the accuracy cache."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from benchmarks import registry
+from benchmarks.profiles import Cell, Profile
+from benchmarks.store import ResultFileError, RunFolder, read_json, write_json
+from benchmarks.worker import CellSkipped, Worker, WorkerError
+
+ROOT = Path(__file__).resolve().parents[1]
+# code whose change invalidates cached accuracy figures
+CODE_DIRS = ("impl_flax", "impl_keras", "shared_data")
+CODE_FILES = ("benchmarks/spec.py", "benchmarks/training.py", "benchmarks/worker.py", "benchmarks/registry.py")
+
+
+def code_fingerprint() -> str:
+    h = hashlib.sha256()
+    files = sorted(p for d in CODE_DIRS for p in (ROOT / d).rglob("*.py")) + [ROOT / f for f in CODE_FILES]
+    for path in files:
+        h.update(str(path.relative_to(ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass
+class DataChoice:
+    """How every process of this session loads the data (source resolved once, here)."""
+
+    source: str | None
+    data_dir: str | None
+    cache_dir: str
+    summaries: dict = field(default_factory=dict)
+
+    def kwargs(self, image_size: int, protocol: str, source: str | None = None) -> dict:
+        return {
+            "source": source or self.source,
+            "data_dir": self.data_dir,
+            "image_size": image_size,
+            "protocol": protocol,
+            "seed": 0,
+            "cache_dir": self.cache_dir,
+        }
+
+    def prepare(self, image_size: int, protocol: str, log, source: str | None = None) -> dict:
+        """Build or reuse the cache in this process, so workers only read it."""
+        from shared_data import load_dataset
+
+        kw = self.kwargs(image_size, protocol, source)
+        key = json.dumps(kw, sort_keys=True)
+        if key not in self.summaries:
+            ds = load_dataset(log=log, **kw)
+            self.summaries[key] = ds.summary()
+            if self.source is None and source is None:
+                self.source = ds.source  # every later load uses what was resolved here
+        return self.summaries[key]
+
+
+class Session:
+    def __init__(self, config, profile: Profile, devices: list[str], gpus: list[str], impls: list[str]):
+        self.config = config
+        self.profile = profile
+        self.devices = devices
+        self.gpus = gpus
+        self.impls = impls
+        home = Path(config.getoption("xf_home"))
+        self.home = home if home.is_absolute() else Path(config.rootpath) / home
+        self.data = DataChoice(
+            source=config.getoption("xf_source"),
+            data_dir=config.getoption("xf_data_dir"),
+            cache_dir=str(self.home / "cache" / "data"),
+        )
+        self.step_source = config.getoption("xf_step_source")
+        self.run: RunFolder | None = None
+        self.cells_done = 0
+
+    # ---- output
+
+    def say(self, msg: str) -> None:
+        """Progress straight to the terminal, past pytest's capture."""
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        ctx = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+        with ctx:
+            print(f"[xfbench] {msg}", flush=True)
+
+    # ---- cells
+
+    def payload(self, cell: Cell) -> dict:
+        source = self.step_source if cell.kind == "step" else None
+        return {
+            "impl": cell.impl,
+            "device": cell.device,
+            "spec": cell.spec.to_dict(),
+            "train": cell.train.to_dict(),
+            "seed": 0,
+            "data": self.data.kwargs(cell.spec.image_size, cell.protocol, source),
+        }
+
+    def data_summary(self, cell: Cell) -> dict:
+        source = self.step_source if cell.kind == "step" else None
+        return self.data.prepare(cell.spec.image_size, cell.protocol, self.say, source)
+
+    def base_info(self, cell: Cell) -> dict:
+        data = self.data_summary(cell)
+        return {
+            "kind": cell.kind,
+            "status": "ok",
+            "reason": None,
+            "impl": cell.impl,
+            "backend": registry.entry(cell.impl).backend,
+            "device": cell.device,
+            "device_kind": cell.device,
+            "batch_size": cell.train.batch_size,
+            "image_size": cell.spec.image_size,
+            "pool_stride": cell.spec.pool_stride,
+            "spec_is_origin": cell.spec.is_origin,
+            "data": "synthetic" if data["source"] == "synthetic" else "real",
+            "data_source": data["source"],
+            "dataset_fingerprint": data["fingerprint"],
+            "machine_class": self.config._xf_machine["machine_class"],
+        }
+
+    @contextlib.contextmanager
+    def worker(self, cell: Cell, info: dict):
+        """A fresh worker for one cell; failures and skips become recorded cells."""
+        entry = registry.entry(cell.impl)
+        w = None
+        try:
+            w = Worker(
+                self.run.log_path(cell.id),
+                entry.keras_backend,
+                self.profile.cell_timeout_s,
+                on_progress=lambda m: self.say(f"{cell.id}: {m}"),
+            )
+            yield w
+        except CellSkipped as e:
+            self.record(cell, info, status="skipped", reason=str(e))
+            pytest.skip(str(e))
+        except WorkerError as e:
+            self.record(cell, info, status="failed", reason=str(e))
+            pytest.fail(f"{cell.id} failed: {e}", pytrace=False)
+        finally:
+            if w is not None:
+                w.close()
+
+    def record(self, cell: Cell, info: dict, status="ok", reason=None, stats=None, name=None) -> None:
+        info.update(status=status, reason=reason)
+        self.run.write_cell(
+            {
+                "id": cell.id,
+                "name": name or cell.id,
+                "kind": cell.kind,
+                "status": status,
+                "reason": reason,
+                "stats": stats,
+                "extra_info": info,
+            }
+        )
+        self.cells_done += 1
+        planned = len(self.run.meta()["planned"])
+        self.say(f"{cell.id}: {status}{' -- ' + reason.splitlines()[0] if reason else ''} ({self.cells_done}/{planned} cells)")
+
+    # ---- the accuracy cache
+
+    def accuracy_key(self, cell: Cell, data_fingerprint: str) -> str:
+        parts = {
+            "code": self.config._xf_code_fingerprint,
+            "data": data_fingerprint,
+            "spec": cell.spec.to_dict(),
+            "train": cell.train.to_dict(),
+            "impl": cell.impl,
+            "device": cell.device,
+            "gpus": self.gpus,
+            "protocol": cell.protocol,
+            "augment": cell.augment,
+            "seeds": list(self.profile.seeds),
+            "epochs": self.profile.epochs,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+    def accuracy_cache_path(self, key: str) -> Path:
+        return self.home / "cache" / "accuracy" / f"{key}.json"
+
+    def cached_accuracy(self, key: str) -> dict | None:
+        path = self.accuracy_cache_path(key)
+        if not path.exists():
+            return None
+        try:
+            return read_json(path)
+        except ResultFileError as e:
+            self.say(f"ignoring a corrupt accuracy cache entry: {e}")
+            return None
+
+    def store_accuracy(self, key: str, figures: dict) -> None:
+        write_json(self.accuracy_cache_path(key), figures)
+
+
+def steady_step(times: list[float]) -> float:
+    """Median of the warm-up steps after the first (which may still settle)."""
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def step_figures(cell: Cell, stats, steps_per_call: int, first: dict, fin: dict, setup: dict) -> dict:
+    """Everything a step cell reports beyond pytest-benchmark's own statistics."""
+    step = stats.median / steps_per_call
+    analytic = cell.spec.train_flops(cell.train.batch_size)
+    flops = fin["flops_xla"] or analytic
+    return {
+        "device": setup["device"],
+        "params": setup["params"],
+        "steps_per_call": steps_per_call,
+        "step_s_median": step,
+        "step_s_q1": stats.q1 / steps_per_call,
+        "step_s_q3": stats.q3 / steps_per_call,
+        "images_per_s": cell.train.batch_size / step,
+        "first_step_s": first["first_step_s"],
+        "compile_s": first["first_step_s"] - step,
+        "trace_s": first["trace_s"],
+        "lower_s": first["lower_s"],
+        "compile_only_s": first["compile_only_s"],
+        "epoch_s": fin["epoch_s"],
+        "flops_per_step": flops,
+        "flops_source": "xla" if fin["flops_xla"] else "analytic",
+        "flops_analytic": analytic,
+        "flops_xla_to_analytic": fin["flops_xla"] / analytic if fin["flops_xla"] else None,
+        "peak_flops": fin["peak_flops"],
+        "mfu": flops / step / fin["peak_flops"],
+        "peak_memory_bytes": fin["peak_memory_bytes"],
+        "memory_source": fin["memory_source"],
+        "recompiles": fin["recompiles"],
+        "loop_step_s": fin["loop_step_s"],
+        "harness_overhead": step / fin["loop_step_s"] - 1,
+    }
+
+
+def accuracy_figures(runs: list[dict], seeds, epochs: int) -> dict:
+    accs = [r["history"][-1]["test_accuracy"] for r in runs]
+    return {
+        "seeds": list(seeds),
+        "epochs": epochs,
+        "test_accuracies": accs,
+        "test_accuracy_mean": statistics.fmean(accs),
+        "test_accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "history": [r["history"] for r in runs],
+        "train_s": sum(r.get("train_s", math.nan) for r in runs),
+    }
+
+
+def time_call(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

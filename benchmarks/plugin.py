@@ -1,0 +1,134 @@
+"""pytest plugin of the harness: options, the matrix, machine_info, history, the report.
+
+Registered through the `pytest11` entry point, so its options exist in every pytest run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks import machine, registry
+from benchmarks.harness import Session, code_fingerprint
+from benchmarks.profiles import cells, profile
+from benchmarks.store import RunFolder, now_iso
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("xfbench")
+    g.addoption("--xf-profile", default="default", help="quick (CI), default (main job) or full (GPUs)")
+    g.addoption("--xf-source", default=None, help="data source: tfds, folder or synthetic (default: auto)")
+    g.addoption("--xf-data-dir", default=None, help="the image folder for --xf-source folder")
+    g.addoption("--xf-step-source", default=None, help="data source of the step-time cells (default: as --xf-source)")
+    g.addoption("--xf-impls", default=",".join(registry.NAMES), help="comma-separated implementations")
+    g.addoption("--xf-devices", default="auto", help="cpu, gpu or cpu,gpu (default: cpu plus any GPU JAX sees)")
+    g.addoption("--xf-home", default=os.environ.get("XFBENCH_HOME", ".xfbench"), help="runs and caches")
+
+
+def _option_list(config, name: str, allowed) -> list[str]:
+    values = [v.strip() for v in config.getoption(name).split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        flag = "--" + name.replace("_", "-")
+        raise pytest.UsageError(f"{flag}: unknown value(s) {bad or values}; choose from {', '.join(allowed)}")
+    return values
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "xfbench: a cell of the xfbench matrix")
+    try:
+        config._xf_profile = profile(config.getoption("xf_profile"))
+    except ValueError as e:
+        raise pytest.UsageError(f"--xf-profile: {e}") from None
+    config._xf_impls = _option_list(config, "xf_impls", registry.NAMES)
+    if config.getoption("benchmark_only", False):
+        # every benchmark run is saved with its commit in pytest-benchmark's storage: the history
+        config.option.benchmark_autosave = True
+
+
+def _devices(config) -> tuple[list[str], list[str]]:
+    if not hasattr(config, "_xf_devices"):
+        wanted = config.getoption("xf_devices")
+        gpus = machine.probe_gpus() if wanted != "cpu" else []
+        devices = ["cpu", "gpu"] if wanted == "auto" else _option_list(config, "xf_devices", ("cpu", "gpu"))
+        config._xf_devices = [d for d in devices if d == "cpu" or gpus or wanted != "auto"]
+        config._xf_gpus = gpus
+        config._xf_machine = machine.info(gpus)
+        config._xf_code_fingerprint = code_fingerprint()
+    return config._xf_devices, config._xf_gpus
+
+
+def pytest_generate_tests(metafunc):
+    kinds = {"step_cell": "step", "accuracy_cell": "accuracy"}
+    for fixture, kind in kinds.items():
+        if fixture in metafunc.fixturenames:
+            devices, _ = _devices(metafunc.config)
+            matrix = [
+                c for c in cells(metafunc.config._xf_profile, metafunc.config._xf_impls, devices) if c.kind == kind
+            ]
+            metafunc.parametrize(fixture, matrix, ids=[c.id for c in matrix])
+
+
+@pytest.fixture(scope="session")
+def xf(request):
+    config = request.config
+    devices, gpus = _devices(config)
+    session = Session(config, config._xf_profile, devices, gpus, config._xf_impls)
+    config._xf_session = session
+    items = [item for item in request.session.items if hasattr(item, "callspec")]
+    for item in items:  # build every data cache up front, so the run records its data at once
+        cell = item.callspec.params.get("step_cell") or item.callspec.params.get("accuracy_cell")
+        if cell is not None:
+            session.data_summary(cell)
+    session.run = RunFolder.create(
+        session.home / "runs", session.profile.name, _machine_info(config), [item.callspec.id for item in items]
+    )
+    session.say(f"run {session.run.run_id}: profile {session.profile.name}, devices {devices}, results in {session.run.path}")
+    yield session
+    session.run.update_meta(finished=now_iso(), machine_info=_machine_info(config))
+
+
+def _machine_info(config) -> dict:
+    info = dict(getattr(config, "_xf_machine", {}))
+    session = getattr(config, "_xf_session", None)
+    if session is not None:
+        summaries = list(session.data.summaries.values())
+        info["datasets"] = summaries
+        info["dataset"] = summaries[-1] if summaries else None
+        info["profile"] = session.profile.name
+        info["run_id"] = session.run.run_id if session.run else None
+    return info
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["xfbench"] = _machine_info(config)
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Failed and skipped cells have no pytest-benchmark entry: list them beside the others."""
+    session = getattr(config, "_xf_session", None)
+    if session is not None:
+        output_json["xfbench_cells_not_ok"] = [
+            {"id": c["id"], "status": c["status"], "reason": c["reason"]}
+            for c in session.run.cells().values()
+            if c["status"] != "ok"
+        ]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    xf = getattr(config, "_xf_session", None)
+    if xf is None:
+        return
+    from reports.build import build_report
+
+    out = Path(config.rootpath) / "reports" / "index.html"
+    storage = Path(config.rootpath) / ".benchmarks"
+    try:
+        build_report([xf.run.path], out, history_dir=storage)
+        xf.say(f"report: {out}")
+    except Exception as e:  # noqa: BLE001 -- the measured cells are safe in the run folder; say so
+        xf.say(f"could not build the report ({type(e).__name__}: {e}); results are in {xf.run.path}")

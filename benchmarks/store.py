@@ -1,0 +1,132 @@
+"""Run folders: every finished cell is written at once, atomically.
+
+Layout of `.xfbench/runs/<run_id>/`:
+  run.json             run_id, started, finished (null while running or if interrupted),
+                       profile, commit, machine_info, planned (cell ids)
+  cells/<cell_id>.json one finished cell: id, name, kind, status, reason, stats, extra_info
+  logs/<cell_id>.log   the worker's stderr
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import secrets
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+class ResultFileError(ValueError):
+    """A result file that cannot be read; the message names it."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder + os.replace: readers never see a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultFileError(f"{path}: unreadable result file ({e}); delete or fix it") from None
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+class RunFolder:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.cells_dir = self.path / "cells"
+        self.logs_dir = self.path / "logs"
+
+    @classmethod
+    def create(cls, root: Path, profile: str, machine_info: dict, planned: list[str]) -> "RunFolder":
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_id = f"{stamp}-{secrets.token_hex(3)}"
+        run = cls(Path(root) / run_id)
+        try:
+            run.cells_dir.mkdir(parents=True)
+            run.logs_dir.mkdir()
+        except OSError as e:
+            raise OSError(
+                f"cannot create the run folder {run.path} ({e.strerror}); "
+                f"make {root} writable or set XFBENCH_HOME to a writable folder"
+            ) from None
+        write_json(
+            run.path / "run.json",
+            {
+                "run_id": run_id,
+                "started": now_iso(),
+                "finished": None,
+                "profile": profile,
+                "commit": git_commit(),
+                "machine_info": machine_info,
+                "planned": planned,
+            },
+        )
+        return run
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def meta(self) -> dict:
+        return read_json(self.path / "run.json")
+
+    def update_meta(self, **changes) -> None:
+        meta = self.meta()
+        meta.update(changes)
+        write_json(self.path / "run.json", meta)
+
+    def cell_path(self, cell_id: str) -> Path:
+        return self.cells_dir / f"{safe_name(cell_id)}.json"
+
+    def log_path(self, cell_id: str) -> Path:
+        return self.logs_dir / f"{safe_name(cell_id)}.log"
+
+    def write_cell(self, record: dict) -> Path:
+        path = self.cell_path(record["id"])
+        write_json(path, record)
+        return path
+
+    def cells(self) -> dict[str, dict]:
+        """Finished cells by id; an unreadable file raises ResultFileError naming it."""
+        return {rec["id"]: rec for rec in map(read_json, sorted(self.cells_dir.glob("*.json")))}

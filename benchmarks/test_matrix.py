@@ -1,0 +1,82 @@
+"""The benchmark matrix: `pytest --benchmark-only [--xf-profile quick|default|full]`.
+
+Each cell runs in a fresh worker process (see worker.py). pytest-benchmark
+times the round trip to the worker, which runs `steps_per_call` synchronised
+training steps per call on a batch already on the device.
+"""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.harness import accuracy_figures, step_figures, steady_step
+from benchmarks.profiles import Cell
+
+
+def test_step(benchmark, xf, step_cell: Cell):
+    cell, p = step_cell, xf.profile
+    benchmark.group = f"step {cell.device} {cell.spec.image_size}px stride{cell.spec.pool_stride} batch{cell.train.batch_size}"
+    info = xf.base_info(cell)
+    with xf.worker(cell, info) as w:
+        setup = w.call("setup", cell=xf.payload(cell))
+        first = w.call("first_step")
+        warm = w.call("warmup", n=p.warmup_steps)
+        steps_per_call = max(1, math.ceil(p.min_call_s / steady_step(warm)))
+        xf.say(f"{cell.id}: first step {first['first_step_s']:.2f} s, steady ~{steady_step(warm) * 1e3:.1f} ms; timing {p.rounds} x {steps_per_call} steps")
+        losses = benchmark.pedantic(w.call, args=("steps",), kwargs={"n": steps_per_call}, rounds=p.rounds, iterations=1)
+        fin = w.call("finish", loop_steps=max(3, 2 * steps_per_call))
+    info.update(step_figures(cell, benchmark.stats.stats, steps_per_call, first, fin, setup))
+    info["warmup_steps"] = 1 + p.warmup_steps
+    bad = [] if math.isfinite(losses) else [f"non-finite loss {losses}"]
+    if info["recompiles"]:
+        bad.append(f"{info['recompiles']} recompilation(s) during the timed steps")
+    benchmark.extra_info.update(info)
+    xf.record(cell, info, "failed" if bad else "ok", "; ".join(bad) or None, benchmark.stats.stats.as_dict())
+    assert not bad, f"{cell.id}: {'; '.join(bad)}"
+
+
+def test_accuracy(benchmark, xf, accuracy_cell: Cell):
+    cell, p = accuracy_cell, xf.profile
+    info = xf.base_info(cell)
+    info.update(protocol=cell.protocol, augment=cell.augment)
+    key = xf.accuracy_key(cell, info["dataset_fingerprint"])
+    cached = xf.cached_accuracy(key)
+    if cached is not None:
+        # unchanged code, data, spec and config: report the stored figures, time only the lookup
+        benchmark.group = "accuracy (from cache: timing is the cache lookup)"
+        benchmark.pedantic(xf.cached_accuracy, args=(key,), rounds=1, iterations=1)
+        info.update(cached, from_cache=True, cache_key=key)
+        xf.say(f"{cell.id}: unchanged since a previous run, reusing its accuracy (cache {key})")
+    else:
+        benchmark.group = "accuracy (one training run per round)"
+        seeds = iter(p.seeds)
+        runs = []
+        with xf.worker(cell, info) as w:
+            w.call("setup", cell=xf.payload(cell))
+
+            def train_next_seed():
+                runs.append(w.call("train", seed=next(seeds), epochs=p.epochs, augment=cell.augment))
+
+            benchmark.pedantic(train_next_seed, rounds=len(p.seeds), iterations=1)
+        figures = accuracy_figures(runs, p.seeds, p.epochs)
+        xf.store_accuracy(key, figures)
+        info.update(figures, from_cache=False, cache_key=key)
+    benchmark.extra_info.update(info)
+    xf.record(cell, info, stats=benchmark.stats.stats.as_dict())
+
+
+def test_parity(benchmark, xf):
+    """Identity of the implementations for the profile's accuracy spec, kept beside the timings."""
+    from benchmarks.parity import run_parity
+    from benchmarks.spec import ModelSpec
+
+    spec = ModelSpec(min(xf.profile.accuracy_image_size, 64))
+    cell_id = f"parity-s{spec.image_size}-p{spec.pool_stride}"
+    benchmark.group = "parity"
+    result = benchmark.pedantic(run_parity, args=(spec,), kwargs={"impls": tuple(xf.impls)}, rounds=1, iterations=1)
+    info = {"kind": "parity", "status": "ok", "reason": None, "parity": result}
+    benchmark.extra_info.update(info)
+    xf.run.write_cell(
+        {"id": cell_id, "name": cell_id, "kind": "parity", "status": "ok", "reason": None,
+         "stats": benchmark.stats.stats.as_dict(), "extra_info": info}
+    )
