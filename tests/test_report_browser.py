@@ -1,0 +1,179 @@
+"""The report in a real browser: headless Chromium (Debian's `chromium` package).
+
+How it works, with no extra Python dependency:
+
+1. the sample report is built from fabricated results (tests/report_samples.py);
+2. a test-only copy of the page gets a small inline script at the top of <head>
+   (and a CSP that allows it): it records console.error/warn calls, uncaught
+   errors, resource load errors and CSP violations (the page's own CSP forbids
+   every request except data: images), waits for every <img> to load and
+   `decode()`, lists `performance` resource entries (any is a request), and
+   writes a JSON verdict into the DOM;
+3. `chromium --dump-dom` prints that DOM; the test parses the verdict, and scans
+   Chromium's stderr (`--enable-logging=stderr --v=0`) for console lines;
+4. `chromium --screenshot` then photographs the untouched page at full height.
+
+If chromium is missing the test FAILS (CI installs it) unless XFBENCH_SKIP_BROWSER=1.
+Set XFBENCH_SCREENSHOT=path.png to keep the screenshot.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report_samples  # noqa: E402  (test fixtures)
+
+from reports.build import build_report  # noqa: E402
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+PROBE = r"""
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<script>
+(function () {
+  var V = {console: [], errors: [], failed: [], csp: [], images: [], resources: [], height: 0};
+  ["error", "warn"].forEach(function (level) {
+    var orig = console[level];
+    console[level] = function () { V.console.push(level + ": " + Array.prototype.join.call(arguments, " ")); return orig.apply(console, arguments); };
+  });
+  window.addEventListener("error", function (e) {
+    var t = e.target;
+    if (t && t !== window && (t.src || t.href)) { V.failed.push(String(t.src || t.href).slice(0, 120)); }
+    else { V.errors.push(String(e.message)); }
+  }, true);
+  window.addEventListener("unhandledrejection", function (e) { V.errors.push("unhandled rejection: " + e.reason); });
+  document.addEventListener("securitypolicyviolation", function (e) { V.csp.push(e.violatedDirective + " " + String(e.blockedURI).slice(0, 120)); });
+  window.addEventListener("load", function () {
+    var imgs = Array.prototype.slice.call(document.images);
+    Promise.all(imgs.map(function (img) {
+      var rec = {alt: img.alt.slice(0, 80), scheme: img.src.split(":")[0]};
+      return img.decode().then(function () { rec.ok = img.complete && img.naturalWidth > 0 && img.naturalHeight > 0; rec.w = img.naturalWidth; rec.h = img.naturalHeight; },
+                               function (err) { rec.ok = false; rec.error = String(err); })
+        .then(function () { V.images.push(rec); });
+    })).then(function () {
+      V.resources = performance.getEntriesByType("resource").map(function (r) { return r.name.slice(0, 120); });
+      V.height = Math.ceil(document.documentElement.scrollHeight);
+      V.sections = Array.prototype.map.call(document.querySelectorAll("section[id]"), function (s) { return s.id; });
+      var pre = document.createElement("pre");
+      pre.id = "xf-verdict";
+      pre.textContent = "XFV" + JSON.stringify(V) + "XFV";
+      document.body.appendChild(pre);
+    });
+  });
+})();
+</script>
+"""
+
+
+def find_chromium() -> str | None:
+    for name in CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = find_chromium()
+    if path is None:
+        if os.environ.get("XFBENCH_SKIP_BROWSER") == "1":
+            pytest.skip("XFBENCH_SKIP_BROWSER=1 and no chromium installed")
+        pytest.fail(
+            "headless Chromium is required for the report's browser test but none was found "
+            f"(looked for {', '.join(CANDIDATES)}). Install it with `apt-get install -y chromium`, "
+            "or set XFBENCH_SKIP_BROWSER=1 to skip this test.",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    s = report_samples.everything(root)
+    out = build_report(
+        [s["cpu_run"], s["partial_run"], s["gpu_json"], s["corrupt"]],
+        root / "site" / "index.html",
+        history_dir=s["history"],
+        include_published=False,
+        gate_file=s["gate"],
+    )
+    return out
+
+
+def _run(chromium: str, profile: Path, args: list[str], timeout: int = 60) -> subprocess.CompletedProcess:
+    cmd = [chromium, *FLAGS, f"--user-data-dir={profile}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _console_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+
+
+def test_page_in_headless_chromium(chromium, page, tmp_path):
+    html = page.read_text(encoding="utf-8")
+    # test-only copy: swap the page's CSP for one that also allows the probe script
+    probed = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html, count=1)
+    probed = probed.replace("<head>", "<head>" + PROBE, 1)
+    probe_page = page.with_name("probe.html")
+    probe_page.write_text(probed, encoding="utf-8")
+
+    r = _run(chromium, tmp_path / "profile1",
+             ["--dump-dom", "--virtual-time-budget=10000", "--window-size=1280,2000", probe_page.as_uri()])
+    m = re.search(r'<pre id="xf-verdict">XFV(.*?)XFV</pre>', r.stdout, re.S)
+    assert m, f"the probe wrote no verdict (chromium rc={r.returncode}); stderr tail:\n{r.stderr[-2000:]}"
+    v = json.loads(html_lib.unescape(m.group(1)))
+
+    assert v["images"], "the page has no image"
+    bad = [i for i in v["images"] if not i.get("ok")]
+    assert not bad, f"images that did not decode: {bad}"
+    assert all(i["scheme"] == "data" for i in v["images"]), "every image must be embedded as a data: URI"
+    assert not v["failed"], f"failed loads: {v['failed']}"
+    assert not v["csp"], f"requests blocked by the page's CSP (the page tried to load something): {v['csp']}"
+    assert not v["resources"], f"the page requested resources: {v['resources']}"
+    assert not v["console"], f"console errors/warnings: {v['console']}"
+    assert not v["errors"], f"script errors: {v['errors']}"
+    assert not _console_lines(r.stderr), f"console output in chromium's log: {_console_lines(r.stderr)}"
+    assert {"verdict", "identity", "plots", "data", "environment", "problems"} <= set(v["sections"])
+
+    # the screenshot: the untouched page, full height (capped)
+    height = max(800, min(int(v["height"]) + 20, 30000))
+    shot = tmp_path / "report.png"
+    r2 = _run(chromium, tmp_path / "profile2",
+              [f"--screenshot={shot}", f"--window-size=1280,{height}", "--virtual-time-budget=5000", page.as_uri()])
+    assert shot.is_file() and shot.stat().st_size > 50_000, f"no screenshot (rc={r2.returncode}): {r2.stderr[-1500:]}"
+    assert not _console_lines(r2.stderr), f"console output while rendering the real page: {_console_lines(r2.stderr)}"
+    with open(shot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    keep = os.environ.get("XFBENCH_SCREENSHOT")
+    if keep:
+        Path(keep).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, keep)
+    print(f"screenshot: {keep or shot} (1280×{height})")
