@@ -6,9 +6,7 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from benchmarks.profiles import Cell, Profile
 from benchmarks.store import ResultFileError, RunFolder, read_json, write_json
 from benchmarks.worker import CellSkipped, Worker, WorkerError
 
+# the checkout; not pytest's rootdir, which a path-valued option before plugins load can move
 ROOT = Path(__file__).resolve().parents[1]
 # code whose change invalidates cached accuracy figures
 CODE_DIRS = ("impl_flax", "impl_keras", "shared_data")
@@ -75,7 +74,7 @@ class Session:
         self.gpus = gpus
         self.impls = impls
         home = Path(config.getoption("xf_home"))
-        self.home = home if home.is_absolute() else Path(config.rootpath) / home
+        self.home = home if home.is_absolute() else ROOT / home
         self.data = DataChoice(
             source=config.getoption("xf_source"),
             data_dir=config.getoption("xf_data_dir"),
@@ -83,6 +82,7 @@ class Session:
         )
         self.step_source = config.getoption("xf_step_source")
         self.run: RunFolder | None = None
+        self.resumable: dict[str, tuple[str, dict]] = {}
         self.cells_done = 0
 
     # ---- output
@@ -171,39 +171,56 @@ class Session:
         planned = len(self.run.meta()["planned"])
         self.say(f"{cell.id}: {status}{' -- ' + reason.splitlines()[0] if reason else ''} ({self.cells_done}/{planned} cells)")
 
-    # ---- the accuracy cache
+    # ---- reuse: cached figures, and cells finished by an interrupted run
 
-    def accuracy_key(self, cell: Cell, data_fingerprint: str) -> str:
-        parts = {
-            "code": self.config._xf_code_fingerprint,
-            "data": data_fingerprint,
-            "spec": cell.spec.to_dict(),
-            "train": cell.train.to_dict(),
-            "impl": cell.impl,
-            "device": cell.device,
-            "gpus": self.gpus,
-            "protocol": cell.protocol,
-            "augment": cell.augment,
-            "seeds": list(self.profile.seeds),
-            "epochs": self.profile.epochs,
-        }
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    def key(self, **parts) -> str:
+        """Fingerprint of code, machine and whatever else decides a cell's figures."""
+        parts.update(code=self.config._xf_code_fingerprint, machine=self.config._xf_machine["machine_class"], gpus=self.gpus)
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
-    def accuracy_cache_path(self, key: str) -> Path:
-        return self.home / "cache" / "accuracy" / f"{key}.json"
+    def cell_key(self, cell: Cell) -> str:
+        p = self.profile
+        return self.key(
+            payload=self.payload(cell), data=self.data_summary(cell)["fingerprint"],
+            seeds=list(p.seeds), epochs=p.epochs, rounds=p.rounds, warmup=p.warmup_steps, min_call_s=p.min_call_s,
+        )
 
-    def cached_accuracy(self, key: str) -> dict | None:
-        path = self.accuracy_cache_path(key)
+    def cached_figures(self, key: str) -> dict | None:
+        if self.config.getoption("xf_fresh"):
+            return None
+        path = self.home / "cache" / "figures" / f"{key}.json"
         if not path.exists():
             return None
         try:
             return read_json(path)
         except ResultFileError as e:
-            self.say(f"ignoring a corrupt accuracy cache entry: {e}")
+            self.say(f"ignoring a corrupt cache entry: {e}")
             return None
 
-    def store_accuracy(self, key: str, figures: dict) -> None:
-        write_json(self.accuracy_cache_path(key), figures)
+    def store_figures(self, key: str, figures: dict) -> None:
+        write_json(self.home / "cache" / "figures" / f"{key}.json", figures)
+
+    def interrupted_cells(self) -> dict[str, tuple[str, dict]]:
+        """cell_key -> (run id, record) for the ok cells of earlier runs that never finished."""
+        found = {}
+        if self.config.getoption("xf_fresh"):
+            return found
+        for run_dir in sorted((self.home / "runs").glob("*/")):
+            run = RunFolder(run_dir)
+            if run_dir == self.run.path:
+                continue
+            try:
+                if run.meta().get("finished"):
+                    continue
+                records = run.cells().values()
+            except ResultFileError as e:
+                self.say(f"skipping an unreadable earlier run: {e}")
+                continue
+            for rec in records:
+                key = rec.get("extra_info", {}).get("cell_key")
+                if rec.get("status") == "ok" and key:
+                    found[key] = (run.run_id, rec)
+        return found
 
 
 def steady_step(times: list[float]) -> float:
@@ -257,11 +274,9 @@ def accuracy_figures(runs: list[dict], seeds, epochs: int) -> dict:
     }
 
 
-def time_call(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+def replay_rounds(benchmark, round_times: list[float]) -> None:
+    """Feed rounds measured by an earlier, interrupted run into pytest-benchmark's statistics.
+    (pytest-benchmark has no public call for this; _make_stats is what pedantic itself uses.)"""
+    stats = benchmark._make_stats(1)
+    for t in round_times:
+        stats.update(t)

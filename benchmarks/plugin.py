@@ -5,13 +5,14 @@ Registered through the `pytest11` entry point, so its options exist in every pyt
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 from benchmarks import machine, registry
-from benchmarks.harness import Session, code_fingerprint
+from benchmarks.harness import ROOT, Session, code_fingerprint
 from benchmarks.profiles import cells, profile
 from benchmarks.store import RunFolder, now_iso
 
@@ -25,6 +26,43 @@ def pytest_addoption(parser):
     g.addoption("--xf-impls", default=",".join(registry.NAMES), help="comma-separated implementations")
     g.addoption("--xf-devices", default="auto", help="cpu, gpu or cpu,gpu (default: cpu plus any GPU JAX sees)")
     g.addoption("--xf-home", default=os.environ.get("XFBENCH_HOME", ".xfbench"), help="runs and caches")
+    g.addoption("--xf-image-sizes", default=None, help="override the profile's step image sizes, e.g. 32,64")
+    g.addoption("--xf-batch-sizes", default=None, help="override the profile's batch sizes, e.g. 32,64")
+    g.addoption("--xf-epochs", default=None, help="override the profile's accuracy epochs")
+    g.addoption("--xf-seeds", default=None, help="override the profile's number of accuracy seeds")
+    g.addoption("--xf-report", default=None, help="where to write the HTML report (default: reports/index.html)")
+    g.addoption("--xf-fresh", action="store_true", help="measure everything again: no reuse of cached cells")
+
+
+def _positive_ints(config, name: str, low: int, high: int) -> tuple[int, ...] | None:
+    raw = config.getoption(name)
+    if raw is None:
+        return None
+    flag = "--" + name.replace("_", "-")
+    try:
+        values = tuple(int(v) for v in raw.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(not low <= v <= high for v in values):
+        raise pytest.UsageError(f"{flag}: {raw!r} is not a list of integers in [{low}, {high}]")
+    return values
+
+
+def _profile(config):
+    try:
+        p = profile(config.getoption("xf_profile"))
+    except ValueError as e:
+        raise pytest.UsageError(f"--xf-profile: {e}") from None
+    changes = {}
+    if (sizes := _positive_ints(config, "xf_image_sizes", 8, 1024)) is not None:
+        changes.update(image_sizes=sizes, accuracy_image_size=sizes[0])
+    if (batches := _positive_ints(config, "xf_batch_sizes", 1, 65536)) is not None:
+        changes.update(batch_sizes=batches, accuracy_batch_size=batches[0])
+    if (epochs := _positive_ints(config, "xf_epochs", 1, 1000)) is not None:
+        changes.update(epochs=epochs[0])
+    if (seeds := _positive_ints(config, "xf_seeds", 1, 100)) is not None:
+        changes.update(seeds=tuple(range(seeds[0])))
+    return dataclasses.replace(p, **changes)
 
 
 def _option_list(config, name: str, allowed) -> list[str]:
@@ -38,10 +76,7 @@ def _option_list(config, name: str, allowed) -> list[str]:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "xfbench: a cell of the xfbench matrix")
-    try:
-        config._xf_profile = profile(config.getoption("xf_profile"))
-    except ValueError as e:
-        raise pytest.UsageError(f"--xf-profile: {e}") from None
+    config._xf_profile = _profile(config)
     config._xf_impls = _option_list(config, "xf_impls", registry.NAMES)
     if config.getoption("benchmark_only", False):
         # every benchmark run is saved with its commit in pytest-benchmark's storage: the history
@@ -85,6 +120,9 @@ def xf(request):
     session.run = RunFolder.create(
         session.home / "runs", session.profile.name, _machine_info(config), [item.callspec.id for item in items]
     )
+    session.resumable = session.interrupted_cells()
+    if session.resumable:
+        session.say(f"{len(session.resumable)} finished cell(s) of interrupted earlier runs can be reused if unchanged")
     session.say(f"run {session.run.run_id}: profile {session.profile.name}, devices {devices}, results in {session.run.path}")
     yield session
     session.run.update_meta(finished=now_iso(), machine_info=_machine_info(config))
@@ -125,8 +163,8 @@ def pytest_sessionfinish(session, exitstatus):
         return
     from reports.build import build_report
 
-    out = Path(config.rootpath) / "reports" / "index.html"
-    storage = Path(config.rootpath) / ".benchmarks"
+    out = Path(config.getoption("xf_report") or ROOT / "reports" / "index.html")
+    storage = Path(config.getoption("benchmark_storage").removeprefix("file://"))
     try:
         build_report([xf.run.path], out, history_dir=storage)
         xf.say(f"report: {out}")

@@ -76,6 +76,15 @@ class ModelSpec:
         """Analytic count for one training step: forward + backward (~2x forward)."""
         return 3 * self.forward_flops(batch_size)
 
+    def train_memory_bytes(self, batch_size: int) -> int:
+        """Rough float32 footprint of one training step: weights, gradients and two Adam
+        moments, plus activations kept for the backward pass (x3 for their gradients)."""
+        f1, f2 = self.filters
+        s0, s1 = self.image_size, self.pooled_size(self.image_size)
+        s2 = self.pooled_size(s1)
+        per_image = s0 * s0 * (self.channels + f1) + s1 * s1 * (f1 + f2) + s2 * s2 * f2 + self.dense_units
+        return 4 * (4 * self.num_params + 3 * batch_size * per_image)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

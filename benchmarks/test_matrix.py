@@ -9,29 +9,47 @@ from __future__ import annotations
 
 import math
 
-from benchmarks.harness import accuracy_figures, step_figures, steady_step
+import pytest
+
+from benchmarks.harness import accuracy_figures, replay_rounds, step_figures, steady_step
 from benchmarks.profiles import Cell
+
+
+@pytest.fixture(autouse=True)
+def _benchmarks_enabled(benchmark):
+    if benchmark.disabled:
+        pytest.skip("benchmarks are disabled (--benchmark-disable): nothing to measure")
 
 
 def test_step(benchmark, xf, step_cell: Cell):
     cell, p = step_cell, xf.profile
     benchmark.group = f"step {cell.device} {cell.spec.image_size}px stride{cell.spec.pool_stride} batch{cell.train.batch_size}"
     info = xf.base_info(cell)
+    info["cell_key"] = key = xf.cell_key(cell)
+    if key in xf.resumable:
+        run_id, prev = xf.resumable[key]
+        replay_rounds(benchmark, prev["stats"]["data"])
+        info.update(prev["extra_info"], reused_from=run_id)
+        xf.say(f"{cell.id}: unchanged, reusing what interrupted run {run_id} measured")
+        benchmark.extra_info.update(info)
+        xf.record(cell, info, stats=prev["stats"])
+        return
     with xf.worker(cell, info) as w:
         setup = w.call("setup", cell=xf.payload(cell))
         first = w.call("first_step")
         warm = w.call("warmup", n=p.warmup_steps)
         steps_per_call = max(1, math.ceil(p.min_call_s / steady_step(warm)))
         xf.say(f"{cell.id}: first step {first['first_step_s']:.2f} s, steady ~{steady_step(warm) * 1e3:.1f} ms; timing {p.rounds} x {steps_per_call} steps")
-        losses = benchmark.pedantic(w.call, args=("steps",), kwargs={"n": steps_per_call}, rounds=p.rounds, iterations=1)
+        loss = benchmark.pedantic(w.call, args=("steps",), kwargs={"n": steps_per_call}, rounds=p.rounds, iterations=1)
         fin = w.call("finish", loop_steps=max(3, 2 * steps_per_call))
-    info.update(step_figures(cell, benchmark.stats.stats, steps_per_call, first, fin, setup))
+    stats = benchmark.stats.stats
+    info.update(step_figures(cell, stats, steps_per_call, first, fin, setup))
     info["warmup_steps"] = 1 + p.warmup_steps
-    bad = [] if math.isfinite(losses) else [f"non-finite loss {losses}"]
+    bad = [] if math.isfinite(loss) else [f"non-finite loss {loss}"]
     if info["recompiles"]:
         bad.append(f"{info['recompiles']} recompilation(s) during the timed steps")
     benchmark.extra_info.update(info)
-    xf.record(cell, info, "failed" if bad else "ok", "; ".join(bad) or None, benchmark.stats.stats.as_dict())
+    xf.record(cell, info, "failed" if bad else "ok", "; ".join(bad) or None, dict(stats.as_dict(), data=list(stats.data)))
     assert not bad, f"{cell.id}: {'; '.join(bad)}"
 
 
@@ -39,13 +57,13 @@ def test_accuracy(benchmark, xf, accuracy_cell: Cell):
     cell, p = accuracy_cell, xf.profile
     info = xf.base_info(cell)
     info.update(protocol=cell.protocol, augment=cell.augment)
-    key = xf.accuracy_key(cell, info["dataset_fingerprint"])
-    cached = xf.cached_accuracy(key)
+    info["cell_key"] = key = xf.cell_key(cell)
+    cached = xf.cached_figures(key)
     if cached is not None:
         # unchanged code, data, spec and config: report the stored figures, time only the lookup
         benchmark.group = "accuracy (from cache: timing is the cache lookup)"
-        benchmark.pedantic(xf.cached_accuracy, args=(key,), rounds=1, iterations=1)
-        info.update(cached, from_cache=True, cache_key=key)
+        benchmark.pedantic(xf.cached_figures, args=(key,), rounds=1, iterations=1)
+        info.update(cached, from_cache=True)
         xf.say(f"{cell.id}: unchanged since a previous run, reusing its accuracy (cache {key})")
     else:
         benchmark.group = "accuracy (one training run per round)"
@@ -59,8 +77,8 @@ def test_accuracy(benchmark, xf, accuracy_cell: Cell):
 
             benchmark.pedantic(train_next_seed, rounds=len(p.seeds), iterations=1)
         figures = accuracy_figures(runs, p.seeds, p.epochs)
-        xf.store_accuracy(key, figures)
-        info.update(figures, from_cache=False, cache_key=key)
+        xf.store_figures(key, figures)
+        info.update(figures, from_cache=False)
     benchmark.extra_info.update(info)
     xf.record(cell, info, stats=benchmark.stats.stats.as_dict())
 
@@ -73,7 +91,15 @@ def test_parity(benchmark, xf):
     spec = ModelSpec(min(xf.profile.accuracy_image_size, 64))
     cell_id = f"parity-s{spec.image_size}-p{spec.pool_stride}"
     benchmark.group = "parity"
-    result = benchmark.pedantic(run_parity, args=(spec,), kwargs={"impls": tuple(xf.impls)}, rounds=1, iterations=1)
+    key = xf.key(kind="parity", spec=spec.to_dict(), impls=xf.impls)
+    result = xf.cached_figures(key)
+    if result is None:
+        result = benchmark.pedantic(run_parity, args=(spec,), kwargs={"impls": tuple(xf.impls)}, rounds=1, iterations=1)
+        xf.store_figures(key, result)
+    else:
+        benchmark.group = "parity (from cache: timing is the cache lookup)"
+        benchmark.pedantic(xf.cached_figures, args=(key,), rounds=1, iterations=1)
+        xf.say(f"{cell_id}: unchanged since a previous run, reusing its parity figures")
     info = {"kind": "parity", "status": "ok", "reason": None, "parity": result}
     benchmark.extra_info.update(info)
     xf.run.write_cell(

@@ -190,6 +190,7 @@ class _Cell:
         cls = registry.load(cell["impl"])
         self.spec = ModelSpec.from_dict(cell["spec"])
         self.train_cfg = TrainConfig.from_dict(cell["train"])
+        check_memory(self.spec, self.train_cfg.batch_size, cell["device"], self.is_jax)
         self.data = load_dataset(log=lambda m: print(m, file=sys.stderr), **cell["data"])
         try:
             self.impl = cls(cell["impl"], self.spec, self.train_cfg, seed=cell["seed"], device=cell["device"])
@@ -335,6 +336,31 @@ class _Skip(Exception):
     pass
 
 
+FRAMEWORK_BYTES = 1 << 30  # what an imported framework and its runtime take besides the model
+
+
+def check_memory(spec, batch_size: int, device: str, is_jax: bool) -> None:
+    """Fail the cell, before allocating anything, when the step cannot fit on the device."""
+    need = spec.train_memory_bytes(batch_size)
+    if device == "cpu":
+        import psutil
+
+        have, what = psutil.virtual_memory().available - FRAMEWORK_BYTES, "available host memory"
+    elif is_jax:
+        import jax
+
+        stats = jax.devices("gpu")[0].memory_stats() or {}
+        have, what = stats.get("bytes_limit"), "GPU memory limit"
+    else:
+        return  # TensorFlow does not report a GPU's size before allocating
+    if have is not None and need > have:
+        gib = 1 << 30
+        raise MemoryError(
+            f"batch {batch_size} at {spec.image_size}x{spec.image_size} needs about {need / gib:.1f} GiB, "
+            f"but the {what} on {device} is {max(have, 0) / gib:.1f} GiB; lower the batch or image size"
+        )
+
+
 def main() -> None:
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
@@ -351,8 +377,8 @@ def main() -> None:
             send({"result": getattr(cell, op)(**req)})
         except _Skip as e:
             send({"skip": str(e)})
-        except MemoryError:
-            send({"error": f"{op}: out of host memory (MemoryError); lower the batch or image size"})
+        except MemoryError as e:
+            send({"error": f"{op}: out of memory: {e or 'MemoryError'}; lower the batch or image size"})
         except Exception as e:  # noqa: BLE001 -- every failure is reported to the parent, by name
             import traceback
 
