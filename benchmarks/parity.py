@@ -1,0 +1,241 @@
+"""`xfbench parity`: prove the implementations compute the same network.
+
+For each implementation: the parameter count, the largest absolute logit
+difference against flax after loading flax's initial weights, and the largest
+relative loss difference over K Adam steps on identical deterministic batches
+from those same weights. Keras fixes its backend at import, so every
+implementation runs in its own worker process (`python -m benchmarks.parity
+--worker NAME ...`); weights, batches and results travel through .npz files.
+
+Adam is matched: Keras adds epsilon to sqrt(v) before bias correction, optax
+after it, so the flax side runs Keras's formulation (TrainConfig.adam_form =
+"keras"). Flax is also run with optax's native Adam (same epsilon) and the
+drift against Keras is reported as `native_adam_max_rel_loss_diff`: that is
+what a user who assumes "Adam is Adam" would see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.registry import NAMES, entry
+from benchmarks.spec import ModelSpec, TrainConfig
+
+LOGIT_BOUND = 1e-5
+LOSS_BOUND = 1e-3
+REFERENCE = "flax"
+
+
+class ParityError(RuntimeError):
+    pass
+
+
+def make_batches(spec: ModelSpec, steps: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic synthetic uint8 batches: images (K, B, H, W, C), labels (K, B)."""
+    rng = np.random.default_rng(seed)
+    shape = (steps, batch_size, spec.image_size, spec.image_size, spec.channels)
+    images = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    labels = rng.integers(0, spec.num_classes, size=(steps, batch_size)).astype(np.int32)
+    return images, labels
+
+
+def _trajectory(impl, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    losses = []
+    for x, y in zip(images, labels):
+        losses.append(impl.train_step(impl.to_device({"image": x, "label": y})))
+    return np.array([impl.sync(v) for v in losses], np.float64)
+
+
+def worker(name: str, in_path: str, out_path: str, config: dict) -> None:
+    """Runs in a fresh process: one implementation, its logits and its loss trajectory."""
+    from benchmarks import registry
+
+    spec = ModelSpec.from_dict(config["spec"])
+    train = TrainConfig.from_dict(config["train"])
+    cls = registry.load(name)
+    impl = cls(name, spec, train, config["seed"], device=config["device"])
+    data = dict(np.load(in_path))
+    initial = {k[len("w:"):]: v for k, v in data.items() if k.startswith("w:")}
+    if initial:
+        impl.set_weights(initial)
+    else:
+        initial = impl.get_weights()
+    images, labels = data["images"], data["labels"]
+    out = {
+        "params": np.array(impl.num_params()),
+        "logits": impl.logits(images[0]),
+        "losses": _trajectory(impl, images, labels),
+        "device": np.array(impl.device_name()),
+    }
+    out.update({f"w:{k}": v for k, v in initial.items()})
+    if config.get("native") and train.adam_form != "optax":
+        native = cls(name, spec, dataclasses.replace(train, adam_form="optax"), config["seed"], device=config["device"])
+        native.set_weights(initial)
+        out["native_losses"] = _trajectory(native, images, labels)
+    np.savez(out_path, **out)
+
+
+def _run_worker(name: str, in_path: Path, out_path: Path, config: dict) -> dict:
+    entry(name)  # unknown name -> clear error before spawning
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env.pop("KERAS_BACKEND", None)
+    cmd = [sys.executable, "-m", "benchmarks.parity", "--worker", name,
+           "--in", str(in_path), "--out", str(out_path), "--config", json.dumps(config)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ParityError(f"parity worker {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    with np.load(out_path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _max_rel(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(a - ref) / np.maximum(np.abs(ref), 1e-12)))
+
+
+def run_parity(
+    spec: ModelSpec,
+    steps: int = 10,
+    batch_size: int = 16,
+    seed: int = 0,
+    impls=NAMES,
+    train: TrainConfig | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Compare every implementation against flax; returns the --json object."""
+    impls = list(impls)
+    for name in impls:
+        entry(name)
+    train = train or TrainConfig()
+    images, labels = make_batches(spec, steps, batch_size, seed)
+    config = {"spec": spec.to_dict(), "train": train.to_dict(), "seed": seed, "device": device, "native": True}
+    with tempfile.TemporaryDirectory(prefix="xfbench-parity-") as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "in_ref.npz", images=images, labels=labels)
+        ref = _run_worker(REFERENCE, tmp / "in_ref.npz", tmp / "out_ref.npz", config)
+        weights = {k: v for k, v in ref.items() if k.startswith("w:")}
+        np.savez(tmp / "in.npz", images=images, labels=labels, **weights)
+        others = [n for n in impls if n != REFERENCE]
+        with ThreadPoolExecutor(max_workers=max(1, len(others))) as pool:
+            futures = {n: pool.submit(_run_worker, n, tmp / "in.npz", tmp / f"out_{n}.npz",
+                                      dict(config, native=False)) for n in others}
+            outs = {n: f.result() for n, f in futures.items()}
+    outs[REFERENCE] = ref
+    result = {
+        "spec": spec.to_dict(),
+        "train": train.to_dict(),
+        "steps": steps,
+        "batch_size": batch_size,
+        "seed": seed,
+        "expected_params": spec.num_params,
+        "bounds": {"max_abs_logit_diff": LOGIT_BOUND, "max_rel_loss_diff": LOSS_BOUND},
+        "impls": {},
+    }
+    for name in impls:
+        o = outs[name]
+        row = {
+            "params": int(o["params"]),
+            "max_abs_logit_diff": float(np.max(np.abs(o["logits"] - ref["logits"]))),
+            "max_rel_loss_diff": _max_rel(o["losses"], ref["losses"]),
+            "device": str(o["device"]),
+            "losses": [float(v) for v in o["losses"]],
+        }
+        result["impls"][name] = row
+    if "native_losses" in ref:
+        native = ref["native_losses"]
+        row = result["impls"][REFERENCE]
+        row["native_losses"] = [float(v) for v in native]
+        keras_rows = [n for n in impls if n != REFERENCE]
+        drift = {n: _max_rel(native, outs[n]["losses"]) for n in keras_rows}
+        # without Keras to compare with, the drift against flax's own matched run is the same thing
+        row["native_adam_max_rel_loss_diff"] = max(drift.values()) if drift else _max_rel(native, ref["losses"])
+        row["native_adam_vs"] = drift
+        row["native_adam_note"] = (
+            f"optax.adam(eps={train.eps}) adds eps to sqrt(v_hat) after bias correction; Keras adds it to "
+            f"sqrt(v) before, i.e. acts like optax with eps/sqrt(1-b2^t). Parity runs flax in Keras's form."
+        )
+    return result
+
+
+def violations(result: dict) -> list[str]:
+    out = []
+    expected = result["expected_params"]
+    for name, row in result["impls"].items():
+        if row["params"] != expected:
+            out.append(f"{name}: {row['params']:,} parameters, expected {expected:,}")
+        if not row["max_abs_logit_diff"] <= LOGIT_BOUND:
+            out.append(f"{name}: max |logit diff| {row['max_abs_logit_diff']:.3g} > {LOGIT_BOUND:g}")
+        if not row["max_rel_loss_diff"] <= LOSS_BOUND:
+            out.append(f"{name}: max relative loss diff {row['max_rel_loss_diff']:.3g} > {LOSS_BOUND:g}")
+    return out
+
+
+def format_table(result: dict) -> str:
+    s = result["spec"]
+    lines = [
+        f"parity: {s['image_size']}x{s['image_size']}, pool stride {s['pool_stride']}, "
+        f"{result['steps']} Adam steps, batch {result['batch_size']}, reference {REFERENCE}",
+        f"{'impl':<10} {'params':>12} {'max|dlogit|':>12} {'max rel dloss':>14}  device",
+    ]
+    for name, row in result["impls"].items():
+        lines.append(f"{name:<10} {row['params']:>12,} {row['max_abs_logit_diff']:>12.2e} "
+                     f"{row['max_rel_loss_diff']:>14.2e}  {row['device']}")
+    ref = result["impls"].get(REFERENCE, {})
+    if "native_adam_max_rel_loss_diff" in ref:
+        lines.append(f"flax with optax's native Adam drifts from Keras by "
+                     f"{ref['native_adam_max_rel_loss_diff']:.2e} relative ({ref['native_adam_note']})")
+    lines.append(f"bounds: logits {LOGIT_BOUND:g}, losses {LOSS_BOUND:g} relative; "
+                 f"expected params {result['expected_params']:,}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-size", type=int, default=ModelSpec().image_size)
+    parser.add_argument("--pool-stride", type=int, choices=(1, 2), default=ModelSpec().pool_stride)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--impls", default=",".join(NAMES), help="comma-separated implementation names")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = ModelSpec(image_size=args.image_size, pool_stride=args.pool_stride)
+    impls = [n.strip() for n in args.impls.split(",") if n.strip()]
+    try:
+        result = run_parity(spec, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                            impls=impls, device=args.device)
+    except (ValueError, ParityError) as e:
+        print(f"xfbench parity: {e}", file=sys.stderr)
+        return 2
+    problems = violations(result)
+    result["ok"] = not problems
+    print(json.dumps(result) if args.json else format_table(result))
+    for p in problems:
+        print(f"xfbench parity: FAILED: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _worker_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.parity")
+    p.add_argument("--worker", required=True)
+    p.add_argument("--in", dest="in_path", required=True)
+    p.add_argument("--out", dest="out_path", required=True)
+    p.add_argument("--config", required=True)
+    a = p.parse_args(argv)
+    worker(a.worker, a.in_path, a.out_path, json.loads(a.config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))

@@ -1,0 +1,217 @@
+"""The three implementations build the same network: parameter counts, layer configs, weights.
+
+Keras fixes its backend at import, so the Keras checks run in one subprocess per backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import registry
+from benchmarks.spec import ModelSpec, TrainConfig
+
+SPECS = {
+    "32-origin": (ModelSpec(image_size=32), 1_848_482),
+    "64-origin": (ModelSpec(image_size=64), 7_877_794),
+    "32-stride2": (ModelSpec(image_size=32, pool_stride=2), 136_354),
+}
+KERAS = ("keras-jax", "keras-tf")
+
+PROBE = r"""
+import json, sys
+import numpy as np
+from benchmarks import registry
+from benchmarks.spec import ModelSpec, TrainConfig
+name, specs = sys.argv[1], json.loads(sys.argv[2])
+cls = registry.load(name)
+out = {"params": {}, "layers": {}}
+for key, d in specs.items():
+    if key != "32-origin":  # the model alone: counting needs no optimizer
+        from impl_keras.model import build_model
+        out["params"][key] = build_model(ModelSpec.from_dict(d)).count_params()
+        continue
+    impl = cls(name, ModelSpec.from_dict(d), TrainConfig(), seed=0)
+    out["params"][key] = impl.num_params()
+    if True:
+        import keras
+        out["backend"] = keras.backend.backend()
+        out["impl_backend"] = impl.backend
+        out["device"] = impl.device_name()
+        out["trace_count"] = impl.trace_count()
+        for layer in impl.model.layers:
+            cfg = layer.get_config()
+            out["layers"][layer.name] = {
+                "class": type(layer).__name__,
+                "padding": cfg.get("padding"),
+                "strides": cfg.get("strides"),
+                "pool_size": cfg.get("pool_size"),
+                "kernel_initializer": (cfg.get("kernel_initializer") or {}).get("class_name"),
+                "bias_initializer": (cfg.get("bias_initializer") or {}).get("class_name"),
+                "scale": cfg.get("scale"),
+            }
+        w = impl.get_weights()
+        out["bias_abs_max"] = max(float(np.abs(v).max()) for k, v in w.items() if k.endswith("/bias"))
+        out["shapes"] = {k: list(v.shape) for k, v in w.items()}
+        rng = np.random.default_rng(1)
+        new = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in w.items()}
+        impl.set_weights(new)
+        back = impl.get_weights()
+        out["roundtrip_exact"] = all(np.array_equal(back[k], new[k]) for k in new)
+        try:
+            impl.set_weights({k: v for k, v in new.items() if k != "dense2/bias"})
+            out["missing_key_error"] = None
+        except ValueError as e:
+            out["missing_key_error"] = str(e)
+print("PROBE" + json.dumps(out))
+"""
+
+
+def run_probe(script: str, *args: str, timeout: float = 300) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("KERAS_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("PROBE")][-1]
+    return json.loads(line[len("PROBE"):])
+
+
+@pytest.fixture(scope="module", params=KERAS)
+def keras_probe(request):
+    specs = {k: s.to_dict() for k, (s, _) in SPECS.items()}
+    return request.param, run_probe(PROBE, request.param, json.dumps(specs))
+
+
+# -- flax, in process -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", SPECS)
+def test_flax_param_counts(key):
+    spec, expected = SPECS[key]
+    assert spec.num_params == expected
+    if key == "32-origin":
+        impl = registry.load("flax")("flax", spec, TrainConfig(), seed=0)
+        assert impl.num_params() == expected
+    else:  # the architecture alone, without compiling an init
+        import jax
+
+        from impl_flax.train import init_params
+
+        shapes = jax.eval_shape(lambda: init_params(spec, 0))
+        assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == expected
+
+
+def test_flax_weights_roundtrip_and_layout():
+    spec = ModelSpec(image_size=16)
+    impl = registry.load("flax")("flax", spec, TrainConfig(), seed=0)
+    w = impl.get_weights()
+    assert sorted(w) == sorted(f"{l}/{p}" for l in ("conv1", "conv2", "dense1", "dense2") for p in ("kernel", "bias"))
+    assert w["conv1/kernel"].shape == (3, 3, 3, 16)  # HWIO
+    assert w["dense1/kernel"].shape == (spec.flat_features, 64)  # (in, out)
+    assert all(np.all(v == 0) for k, v in w.items() if k.endswith("/bias"))
+    rng = np.random.default_rng(0)
+    new = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in w.items()}
+    impl.set_weights(new)
+    assert all(np.array_equal(impl.get_weights()[k], new[k]) for k in new)
+    with pytest.raises(ValueError, match="shape"):
+        impl.set_weights({**new, "dense2/bias": np.zeros(3, np.float32)})
+
+
+def test_flax_initializers_match_origin():
+    """dense1 is He-normal (std sqrt(2/fan_in)), the others LeCun-normal (sqrt(1/fan_in))."""
+    spec = ModelSpec(image_size=32, pool_stride=2)
+    w = registry.load("flax")("flax", spec, TrainConfig(), seed=0).get_weights()
+    fan_in = {"conv2/kernel": 3 * 3 * 16, "dense1/kernel": spec.flat_features}
+    assert np.std(w["conv2/kernel"]) == pytest.approx(np.sqrt(1 / fan_in["conv2/kernel"]), rel=0.1)
+    assert np.std(w["dense1/kernel"]) == pytest.approx(np.sqrt(2 / fan_in["dense1/kernel"]), rel=0.1)
+
+
+def test_flax_pool_stride_follows_spec():
+    import jax
+    import jax.numpy as jnp
+
+    from impl_flax.model import CNN
+
+    for stride in (1, 2):
+        spec = ModelSpec(image_size=16, pool_stride=stride)
+        cnn = CNN(spec)
+        x = jnp.zeros((2, 16, 16, 3))
+        variables = jax.eval_shape(cnn.init, jax.random.PRNGKey(0), x)
+        assert variables["params"]["dense1"]["kernel"].shape[0] == spec.flat_features
+        assert jax.eval_shape(cnn.apply, variables, x).shape == (2, 2)
+
+
+def test_flax_one_step_and_flops():
+    spec = ModelSpec(image_size=16)
+    impl = registry.load("flax")("flax", spec, TrainConfig(), seed=0)
+    rng = np.random.default_rng(0)
+    batch = impl.to_device({"image": rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
+                            "label": np.array([0, 1, 0, 1], np.int32)})
+    before = impl.get_weights()
+    loss = impl.sync(impl.train_step(batch))
+    assert np.isfinite(loss) and loss > 0
+    assert any(not np.array_equal(before[k], v) for k, v in impl.get_weights().items())
+    flops = impl.flops_per_step(batch)
+    assert flops is not None and 0.5 < flops / spec.train_flops(4) < 2
+    assert impl.device_name() == "cpu"
+    assert impl.trace_count() is None
+
+
+# -- keras, one subprocess per backend --------------------------------------------------------
+
+@pytest.mark.parametrize("key", SPECS)
+def test_keras_param_counts(keras_probe, key):
+    name, probe = keras_probe
+    assert probe["params"][key] == SPECS[key][1], name
+
+
+def test_keras_backend(keras_probe):
+    name, probe = keras_probe
+    expected = {"keras-jax": "jax", "keras-tf": "tensorflow"}[name]
+    assert probe["backend"] == probe["impl_backend"] == expected
+    assert probe["device"] == "cpu"
+    assert probe["trace_count"] == 0
+
+
+def test_keras_layer_config(keras_probe):
+    _, probe = keras_probe
+    layers = probe["layers"]
+    assert layers["rescale"]["class"] == "Rescaling"
+    assert layers["rescale"]["scale"] == pytest.approx(1 / 255)
+    for conv in ("conv1", "conv2"):
+        assert layers[conv]["class"] == "Conv2D"
+        assert layers[conv]["padding"] == "same"
+        assert layers[conv]["kernel_initializer"] == "LecunNormal"
+    for pool in ("pool1", "pool2"):
+        assert layers[pool]["class"] == "MaxPooling2D"
+        assert layers[pool]["padding"] == "valid"
+        assert tuple(layers[pool]["strides"]) == (1, 1)  # the origin's stride-1 pools, explicit
+        assert tuple(layers[pool]["pool_size"]) == (2, 2)
+    assert layers["dense1"]["kernel_initializer"] == "HeNormal"
+    assert layers["dense2"]["kernel_initializer"] == "LecunNormal"
+    for name in ("conv1", "conv2", "dense1", "dense2"):
+        assert layers[name]["bias_initializer"] == "Zeros"
+    assert probe["bias_abs_max"] == 0.0
+
+
+def test_keras_weights_roundtrip(keras_probe):
+    _, probe = keras_probe
+    assert probe["roundtrip_exact"]
+    assert probe["shapes"]["conv1/kernel"] == [3, 3, 3, 16]
+    assert probe["shapes"]["dense1/kernel"] == [SPECS["32-origin"][0].flat_features, 64]
+    assert "dense2/bias" in probe["missing_key_error"]
+
+
+def test_unknown_impl_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown implementation 'torch'.*flax, keras-jax, keras-tf"):
+        registry.load("torch")
+
+
+def test_bad_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="device"):
+        registry.load("flax")("flax", ModelSpec(image_size=16), TrainConfig(), seed=0, device="tpu")
