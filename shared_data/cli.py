@@ -32,7 +32,7 @@ def _seed(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", choices=("tfds", "folder", "synthetic"), default=None,
+    parser.add_argument("--source", choices=("tfds", "folder", "synthetic", "archive"), default=None,
                         help="where the images come from (default: --data-dir / $XFBENCH_DATA_DIR folder, "
                              "else TFDS if prepared or downloadable, else synthetic with a loud notice)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="cache folder (default: $XFBENCH_CACHE_DIR or ./.xfbench/cache)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    parser.add_argument("--export", default=None, metavar="FILE",
+                        help="also write a compressed archive of the dataset (read it with --source archive --data-dir FILE)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"xfbench data: error: {exc}", file=sys.stderr)
         return 2
     summary = ds.summary()
+    if args.export:
+        from .dataset import export_archive
+
+        try:
+            summary["export"] = str(export_archive(ds, args.export, log))
+        except DataError as exc:
+            print(f"xfbench data: error: {exc}", file=sys.stderr)
+            return 2
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:
         print(json.dumps(summary, sort_keys=True))

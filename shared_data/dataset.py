@@ -14,7 +14,7 @@ from . import cache, preprocess, protocols, sources
 from .errors import DataError
 from .sources import CLASS_NAMES
 
-SOURCES = ("tfds", "folder", "synthetic")
+SOURCES = ("tfds", "folder", "synthetic", "archive")
 DATA_DIR_ENV = "XFBENCH_DATA_DIR"
 
 SYNTHETIC_NOTICE = ("SYNTHETIC DATA: a deterministic stand-in with the shapes and split sizes of Horses or "
@@ -106,6 +106,16 @@ def _synthetic_choice(reason, notice) -> _Choice:
                    detail=f"synthetic stand-in (generator seed {sources.SYNTHETIC_SEED})")
 
 
+def _archive_choice(data_dir) -> _Choice:
+    if not data_dir:
+        raise DataError("--source archive needs the archive file: pass --data-dir FILE.npz "
+                        "(made with `xfbench data ... --export FILE.npz`)")
+    path = Path(data_dir)
+    if not path.is_file():
+        raise DataError(f"archive {path} does not exist; make one with `xfbench data ... --export {path}`")
+    return _Choice("archive", f"--source archive with --data-dir {path}", root=path, detail=str(path))
+
+
 def resolve_source(source, data_dir, tfds_data_dir, log) -> _Choice:
     """Pick the source. An explicit choice that fails raises; only the default may fall back."""
     if source is not None and source not in SOURCES:
@@ -123,6 +133,8 @@ def resolve_source(source, data_dir, tfds_data_dir, log) -> _Choice:
             raise DataError("--data-dir is the image folder for --source folder; for TFDS pass --tfds-data-dir "
                             "(or drop --source tfds)")
         return _tfds_choice(tfds_data_dir, "--source tfds")
+    if source == "archive":
+        return _archive_choice(data_dir)
     if source == "synthetic":
         if data_dir:
             raise DataError("--data-dir was given with --source synthetic, which reads no files; drop one of them")
@@ -178,11 +190,18 @@ def load_dataset(source=None, data_dir=None, image_size=64, protocol="original",
     t0 = time.perf_counter()
     choice = resolve_source(source, data_dir, tfds_data_dir, log)
     log(f"[data] source: {choice.source} ({choice.reason})")
-    cdir = cache.ensure_dir(cache_dir)
-    path = cdir / _cache_name(choice, image_size)
-    expect = {"format": cache.FORMAT, "source": choice.source, "image_size": image_size,
-              "preprocess_version": preprocess.PREPROCESS_VERSION, "source_digest": choice.digest}
+    if choice.source == "archive":
+        # a carried copy of a cache: read as it is, never rebuilt
+        path = choice.root
+        expect = {"format": cache.FORMAT, "image_size": image_size, "preprocess_version": preprocess.PREPROCESS_VERSION}
+    else:
+        path = cache.ensure_dir(cache_dir) / _cache_name(choice, image_size)
+        expect = {"format": cache.FORMAT, "source": choice.source, "image_size": image_size,
+                  "preprocess_version": preprocess.PREPROCESS_VERSION, "source_digest": choice.digest}
     hit = cache.load(path, expect, log)
+    if hit is None and choice.source == "archive":
+        raise DataError(f"archive {path} is unreadable, corrupt or not a {image_size}px dataset "
+                        f"(see the warning above); export it again with `xfbench data --image-size {image_size} --export FILE`")
     if hit is not None:
         arrays, meta = hit
         raw = sources.Raw(
@@ -192,6 +211,10 @@ def load_dataset(source=None, data_dir=None, image_size=64, protocol="original",
             detail=meta.get("source_detail", choice.detail))
         base_fp = meta["fingerprint"]
         from_cache = True
+        if choice.source == "archive":  # results name where the pixels came from
+            choice = _Choice(meta["source"], choice.reason, notice=choice.notice, digest=meta["source_digest"],
+                             detail=f"archive {path} of {raw.detail}")
+            raw.detail = choice.detail
     else:
         if choice.source == "folder":
             raw = sources.load_folder(choice.root, choice.listing, image_size, log)
@@ -227,3 +250,15 @@ def load_dataset(source=None, data_dir=None, image_size=64, protocol="original",
     if ds.synthetic:
         log(f"[data] NOTE: {ds.notice}")
     return ds
+
+
+def export_archive(ds: Dataset, out, log=print) -> Path:
+    """A compressed copy of `ds`'s cache file: `--source archive` reads it where the images are not."""
+    hit = cache.load(Path(ds.cache_path), {}, log)
+    if hit is None:
+        raise DataError(f"cannot export: the cache {ds.cache_path} is unreadable; run `xfbench data` again")
+    arrays, meta = hit
+    out = Path(out)
+    if not (cache.ensure_dir(out.parent) and cache.save(out, arrays, meta, log, compress=True)):
+        raise DataError(f"cannot write the archive {out}; choose a writable path for --export")
+    return out

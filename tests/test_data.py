@@ -643,3 +643,18 @@ def test_public_api_names():
     for name in ("load_dataset", "Dataset", "epoch_batches", "DataError"):
         assert hasattr(shared_data, name)
     assert issubclass(DataError, Exception)
+
+
+def test_archive_travels_without_the_images(tiny, tmp_path):
+    ds, _ = _load_tiny(tiny, tmp_path / "c")
+    archive = shared_data.dataset.export_archive(ds, tmp_path / "carry" / "data.npz", _quiet)
+    shutil.rmtree(tiny)  # the images are gone, as on a GPU box
+    back = load_dataset(source="archive", data_dir=str(archive), image_size=16, log=_quiet)
+    assert back.fingerprint == ds.fingerprint and back.source == "folder"
+    assert back.source_detail.startswith(f"archive {archive}")
+    assert np.array_equal(back.x_train, ds.x_train)
+    with pytest.raises(DataError, match="not a 32px dataset"):
+        load_dataset(source="archive", data_dir=str(archive), image_size=32, log=_quiet)
+    archive.write_bytes(archive.read_bytes()[:1000])
+    with pytest.raises(DataError, match=f"archive {archive} is unreadable"):
+        load_dataset(source="archive", data_dir=str(archive), image_size=16, log=_quiet)
