@@ -43,9 +43,10 @@ class DataChoice:
     summaries: dict = field(default_factory=dict)
 
     def kwargs(self, image_size: int, protocol: str, source: str | None = None) -> dict:
+        own = source in (None, self.source)  # the step cells may use another source (synthetic)
         return {
-            "source": source or self.source,
-            "data_dir": self.data_dir,
+            "source": self.source if own else source,
+            "data_dir": self.data_dir if own else None,
             "image_size": image_size,
             "protocol": protocol,
             "seed": 0,

@@ -185,9 +185,12 @@ class _Cell:
         self.cell = cell
         entry = registry.entry(cell["impl"])
         self.is_jax = entry.backend == "jax"
+        try:
+            cls = registry.load(cell["impl"])
+        except ImportError as e:
+            raise _Skip(f"{cell['impl']} cannot run on this machine: {e} (its framework is not installed)")
         if self.is_jax:
             self._listen()
-        cls = registry.load(cell["impl"])
         self.spec = ModelSpec.from_dict(cell["spec"])
         self.train_cfg = TrainConfig.from_dict(cell["train"])
         check_memory(self.spec, self.train_cfg.batch_size, cell["device"], self.is_jax)
