@@ -118,17 +118,18 @@ def xf(request):
         if cell is not None:
             session.data_summary(cell)
     session.run = RunFolder.create(
-        session.home / "runs", session.profile.name, _machine_info(config), [item.callspec.id for item in items]
+        session.home / "runs", session.profile.name, _full_machine_info(config), [item.callspec.id for item in items]
     )
     session.resumable = session.interrupted_cells()
     if session.resumable:
         session.say(f"{len(session.resumable)} finished cell(s) of interrupted earlier runs can be reused if unchanged")
     session.say(f"run {session.run.run_id}: profile {session.profile.name}, devices {devices}, results in {session.run.path}")
     yield session
-    session.run.update_meta(finished=now_iso(), machine_info=_machine_info(config))
+    session.run.update_meta(finished=now_iso(), machine_info=_full_machine_info(config))
 
 
 def _machine_info(config) -> dict:
+    """Our part of pytest-benchmark's machine_info ("xfbench")."""
     info = dict(getattr(config, "_xf_machine", {}))
     session = getattr(config, "_xf_session", None)
     if session is not None:
@@ -137,6 +138,13 @@ def _machine_info(config) -> dict:
         info["dataset"] = summaries[-1] if summaries else None
         info["profile"] = session.profile.name
         info["run_id"] = session.run.run_id if session.run else None
+    return info
+
+
+def _full_machine_info(config) -> dict:
+    """machine_info as pytest-benchmark writes it, for the run folder."""
+    info = config.hook.pytest_benchmark_generate_machine_info(config=config)
+    info["xfbench"] = _machine_info(config)
     return info
 
 
@@ -159,7 +167,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     xf = getattr(config, "_xf_session", None)
-    if xf is None:
+    if xf is None or xf.run is None:  # no benchmark ran, or the session failed before its run folder
         return
     from reports.build import build_report
 

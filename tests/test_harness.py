@@ -1,0 +1,190 @@
+"""The harness: worker protocol and failures, and `pytest --benchmark-only` end to end (tiny, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.spec import ModelSpec, TrainConfig
+from benchmarks.store import RunFolder
+from benchmarks.worker import Worker, WorkerError
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP_KEYS = {
+    "steps_per_call", "step_s_median", "impl", "backend", "device", "batch_size", "image_size", "pool_stride",
+    "compile_s", "trace_s", "lower_s", "compile_only_s", "images_per_s", "epoch_s", "flops_per_step",
+    "peak_flops", "mfu", "peak_memory_bytes", "recompiles",
+}
+ACCURACY_KEYS = {"test_accuracy_mean", "test_accuracy_sd", "seeds", "epochs", "protocol", "from_cache"}
+
+
+def payload(tmp_path, impl="flax", image_size=16, batch_size=8, **train) -> dict:
+    return {
+        "impl": impl,
+        "device": "cpu",
+        "spec": ModelSpec(image_size).to_dict(),
+        "train": TrainConfig(batch_size=batch_size, **train).to_dict(),
+        "seed": 0,
+        "data": {"source": "synthetic", "data_dir": None, "image_size": image_size, "protocol": "original",
+                 "seed": 0, "cache_dir": str(tmp_path / "cache")},
+    }
+
+
+def test_worker_measures_a_step(tmp_path):
+    with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
+        setup = w.call("setup", cell=payload(tmp_path))
+        assert setup == {"device": "cpu", "params": ModelSpec(16).num_params}
+        first = w.call("first_step")
+        assert first["first_step_s"] > 0 and first["compile_only_s"] > 0 and first["trace_s"] > 0
+        assert len(w.call("warmup", n=2)) == 2
+        assert isinstance(w.call("steps", n=2), float)
+        fin = w.call("finish", loop_steps=2)
+    assert fin["recompiles"] == 0
+    assert fin["peak_flops"] > 0 and fin["epoch_s"] > 0 and fin["peak_memory_bytes"] > 0
+    # XLA's count agrees with the analytic count of the spec within 10%
+    assert fin["flops_xla"] == pytest.approx(ModelSpec(16).train_flops(8), rel=0.1)
+
+
+def test_worker_killed_mid_call_is_reported(tmp_path):
+    with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
+        w.call("setup", cell=payload(tmp_path))
+        threading.Timer(1.0, os.kill, (w.proc.pid, signal.SIGKILL)).start()
+        with pytest.raises(WorkerError, match="killed by SIGKILL"):
+            w.call("steps", n=100_000)
+
+
+def test_worker_hang_times_out(tmp_path):
+    with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
+        w.call("setup", cell=payload(tmp_path))
+        w.timeout_s = 2
+        t0 = time.monotonic()
+        with pytest.raises(WorkerError, match="hung"):
+            w.call("steps", n=10_000_000)
+        assert time.monotonic() - t0 < 30
+
+
+def test_batch_too_large_for_memory_fails_before_allocating(tmp_path):
+    with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
+        with pytest.raises(WorkerError, match=r"batch 1000000 at 300x300 needs about .* GiB"):
+            w.call("setup", cell=payload(tmp_path, image_size=300, batch_size=1_000_000))
+
+
+def test_nan_loss_fails_the_accuracy_run(tmp_path):
+    with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
+        w.call("setup", cell=payload(tmp_path, learning_rate=1e12))
+        with pytest.raises(WorkerError, match="non-finite"):
+            w.call("train", seed=0, epochs=3, augment=False)
+
+
+# ---------------------------------------------------------------- pytest --benchmark-only end to end
+
+
+def bench_cmd(tmp_path, *extra) -> list[str]:
+    return [
+        sys.executable, "-m", "pytest", "--benchmark-only", "-q", "-p", "no:cacheprovider",
+        "--xf-profile=quick", "--xf-impls=flax", "--xf-image-sizes=16", "--xf-batch-sizes=8", "--xf-source=synthetic",
+        f"--xf-home={tmp_path / 'home'}", f"--xf-report={tmp_path / 'index.html'}",
+        f"--benchmark-storage=file://{tmp_path / 'storage'}", f"--benchmark-json={tmp_path / 'out.json'}", *extra,
+    ]
+
+
+def run_bench(tmp_path, *extra, timeout=300):
+    return subprocess.run(bench_cmd(tmp_path, *extra), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    proc = run_bench(tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp, proc
+
+
+def test_benchmark_json_has_every_figure(bench_run):
+    tmp, _ = bench_run
+    out = json.loads((tmp / "out.json").read_text())
+    by_kind = {}
+    for b in out["benchmarks"]:
+        by_kind.setdefault(b["extra_info"]["kind"], []).append(b)
+    (step,), (acc,), (parity,) = by_kind["step"], by_kind["accuracy"], by_kind["parity"]
+    assert STEP_KEYS <= set(step["extra_info"]), STEP_KEYS - set(step["extra_info"])
+    assert step["extra_info"]["recompiles"] == 0
+    assert step["extra_info"]["step_s_median"] == pytest.approx(step["stats"]["median"] / step["extra_info"]["steps_per_call"])
+    assert 0 < step["extra_info"]["mfu"] < 1
+    assert ACCURACY_KEYS <= set(acc["extra_info"])
+    assert 0 <= acc["extra_info"]["test_accuracy_mean"] <= 1 and acc["extra_info"]["from_cache"] is False
+    assert parity["extra_info"]["parity"]["impls"]["flax"]["params"] == ModelSpec(16).num_params
+    xf = out["machine_info"]["xfbench"]
+    assert xf["dataset"]["source"] == "synthetic" and xf["versions"]["jax"] and xf["machine_class"]
+    assert (tmp / "index.html").stat().st_size > 10_000
+    assert list((tmp / "storage").rglob("*.json")), "the run was not saved in pytest-benchmark's storage"
+
+
+def test_second_run_reuses_accuracy_from_cache(bench_run):
+    tmp, _ = bench_run
+    proc = run_bench(tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "reusing its accuracy" in proc.stdout
+    acc = [b for b in json.loads((tmp / "out.json").read_text())["benchmarks"] if b["extra_info"]["kind"] == "accuracy"]
+    assert acc[0]["extra_info"]["from_cache"] is True
+
+
+def test_kill_9_keeps_finished_cells_and_the_next_run_reuses_them(tmp_path):
+    proc = subprocess.Popen(bench_cmd(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    cells = []
+    while not cells and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        cells = list((tmp_path / "home" / "runs").glob("*/cells/step-*.json"))
+    assert cells, "no step cell finished in time"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = RunFolder(cells[0].parents[1])
+    assert run.meta()["finished"] is None
+    assert run.cells()[cells[0].stem]["status"] == "ok"
+    again = run_bench(tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert f"reusing what interrupted run {run.run_id} measured" in again.stdout
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--xf-profile=huge", "unknown profile 'huge'"),
+        ("--xf-impls=flax,pytorch", "--xf-impls: unknown value(s) ['pytorch']"),
+        ("--xf-devices=tpu", "--xf-devices: unknown value(s) ['tpu']"),
+        ("--xf-batch-sizes=0", "--xf-batch-sizes: '0' is not a list of integers"),
+        ("--xf-image-sizes=abc", "--xf-image-sizes: 'abc' is not a list of integers"),
+    ],
+)
+def test_bad_options_are_named(tmp_path, option, message):
+    proc = run_bench(tmp_path, option, "--collect-only")
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+
+
+def test_unwritable_home_is_named(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # even root cannot create a folder below a file
+    proc = run_bench(tmp_path, f"--xf-home={blocker / 'home'}")
+    assert proc.returncode != 0
+    assert str(blocker / "home") in proc.stdout + proc.stderr
+
+
+def test_gpu_scripts_carry_the_locked_keras():
+    """The wheels carried to the GPU box are the versions this project resolves everywhere else."""
+    lock = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().split() if "==" in line)
+    prepare = (ROOT / "benchmarks" / "gpu_prepare.sh").read_text()
+    for name in ("keras", "namex", "optree"):
+        assert f"{name}=={lock[name]}" in prepare
+    for script in ("gpu_prepare.sh", "gpu_run.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / script)], check=True)
