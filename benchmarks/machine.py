@@ -50,10 +50,11 @@ def probe_gpus(timeout_s: float = 120) -> list[str]:
 
 
 def machine_class(gpus: list[str]) -> str:
-    """Machines of one class may share a step-time baseline: same CPU model, core count, GPUs."""
-    cpu = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")
+    """Machines of one class share a step-time baseline: same architecture, core count and GPU.
+    The CPU model is recorded beside it but left out: the gate's verdict is an A/B comparison
+    on the machine at hand, so a 2-core CI box of another CPU model may use the same baseline."""
     gpu = re.sub(r"[^a-z0-9]+", "-", gpus[0].lower()).strip("-") if gpus else "nogpu"
-    return f"{cpu}-{os.cpu_count()}c-{gpu}"
+    return f"{platform.machine()}-{os.cpu_count()}c-{gpu}"
 
 
 def info(gpus: list[str]) -> dict:
