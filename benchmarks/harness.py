@@ -68,10 +68,9 @@ class DataChoice:
 
 
 class Session:
-    def __init__(self, config, profile: Profile, devices: list[str], gpus: list[str], impls: list[str]):
+    def __init__(self, config, profile: Profile, gpus: list[str], impls: list[str]):
         self.config = config
         self.profile = profile
-        self.devices = devices
         self.gpus = gpus
         self.impls = impls
         home = Path(config.getoption("xf_home"))

@@ -110,7 +110,7 @@ def pytest_generate_tests(metafunc):
 def xf(request):
     config = request.config
     devices, gpus = _devices(config)
-    session = Session(config, config._xf_profile, devices, gpus, config._xf_impls)
+    session = Session(config, config._xf_profile, gpus, config._xf_impls)
     config._xf_session = session
     items = [item for item in request.session.items if hasattr(item, "callspec")]
     for item in items:  # build every data cache up front, so the run records its data at once

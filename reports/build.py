@@ -19,10 +19,8 @@ step-time history.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -985,23 +983,11 @@ def render(model: Model, title: str = "xfbench report", figures: dict | None = N
 
 
 def write_atomic(out: Path, text: str) -> None:
-    out = Path(out)
-    parent = out.parent if str(out.parent) else Path(".")
+    from benchmarks.store import write_atomic as write_bytes_atomic
+
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+        write_bytes_atomic(Path(out), text.encode("utf-8"))
     except OSError as e:
-        raise ReportError(f"cannot write the report to {out}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise ReportError(f"cannot write the report to {out}: {e.strerror or e}") from None
 
 

@@ -9,7 +9,6 @@ $XFBENCH_DATA_DIR) must exist: CI provides it, so its absence FAILS the tests.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil

@@ -119,6 +119,8 @@ def test_benchmark_json_has_every_figure(bench_run):
     assert step["extra_info"]["recompiles"] == 0
     assert step["extra_info"]["step_s_median"] == pytest.approx(step["stats"]["median"] / step["extra_info"]["steps_per_call"])
     assert 0 < step["extra_info"]["mfu"] < 1
+    # the pipe round trip to the worker costs < 2% of a timed call
+    assert abs(step["extra_info"]["harness_overhead"]) < 0.02
     assert ACCURACY_KEYS <= set(acc["extra_info"])
     assert 0 <= acc["extra_info"]["test_accuracy_mean"] <= 1 and acc["extra_info"]["from_cache"] is False
     assert parity["extra_info"]["parity"]["impls"]["flax"]["params"] == ModelSpec(16).num_params
@@ -135,6 +137,22 @@ def test_second_run_reuses_accuracy_from_cache(bench_run):
     assert "reusing its accuracy" in proc.stdout
     acc = [b for b in json.loads((tmp / "out.json").read_text())["benchmarks"] if b["extra_info"]["kind"] == "accuracy"]
     assert acc[0]["extra_info"]["from_cache"] is True
+
+
+def test_fresh_rerun_gives_bitwise_identical_accuracy(bench_run):
+    tmp, _ = bench_run
+
+    def accuracy(out):
+        (acc,) = [b for b in json.loads(out.read_text())["benchmarks"] if b["extra_info"]["kind"] == "accuracy"]
+        return acc["extra_info"]
+
+    first = accuracy(tmp / "out.json")
+    proc = run_bench(tmp, "--xf-fresh", "-k", "accuracy")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    again = accuracy(tmp / "out.json")
+    assert again["from_cache"] is False
+    strip = lambda hist: [[{k: v for k, v in row.items() if not k.endswith("_time_s")} for row in seed] for seed in hist]  # noqa: E731
+    assert strip(again["history"]) == strip(first["history"])
 
 
 def test_kill_9_keeps_finished_cells_and_the_next_run_reuses_them(tmp_path):
