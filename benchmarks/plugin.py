@@ -14,7 +14,7 @@ import pytest
 from benchmarks import machine, registry
 from benchmarks.harness import ROOT, Session, code_fingerprint
 from benchmarks.profiles import cells, profile
-from benchmarks.store import RunFolder, now_iso
+from benchmarks.store import RunFolder, git_commit, now_iso
 
 
 def pytest_addoption(parser):
@@ -78,9 +78,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xfbench: a cell of the xfbench matrix")
     config._xf_profile = _profile(config)
     config._xf_impls = _option_list(config, "xf_impls", registry.NAMES)
-    if config.getoption("benchmark_only", False):
-        # every benchmark run is saved with its commit in pytest-benchmark's storage: the history
-        config.option.benchmark_autosave = True
+    config._xf_run_id = RunFolder.new_id()
+    if config.getoption("benchmark_only", False) and not config.getoption("benchmark_save", None):
+        # every benchmark run is saved with its commit in pytest-benchmark's storage: the history.
+        # The run id in the name keeps two runs at once from writing the same file.
+        config.option.benchmark_save = f"{(git_commit() or 'nocommit')[:12]}_{config._xf_run_id}"
 
 
 def _devices(config) -> tuple[list[str], list[str]]:
@@ -118,7 +120,7 @@ def xf(request):
         if cell is not None:
             session.data_summary(cell)
     session.run = RunFolder.create(
-        session.home / "runs", session.profile.name, _full_machine_info(config), [item.callspec.id for item in items]
+        session.home / "runs", config._xf_run_id, session.profile.name, _full_machine_info(config), [item.callspec.id for item in items]
     )
     session.resumable = session.interrupted_cells()
     if session.resumable:
@@ -133,7 +135,8 @@ def _machine_info(config) -> dict:
     info = dict(getattr(config, "_xf_machine", {}))
     session = getattr(config, "_xf_session", None)
     if session is not None:
-        summaries = list(session.data.summaries.values())
+        # one entry per distinct dataset (the same one may be asked for by source name and by default)
+        summaries = list({(d["fingerprint"], d["protocol"]): d for d in session.data.summaries.values()}.values())
         info["datasets"] = summaries
         info["dataset"] = summaries[-1] if summaries else None
         info["profile"] = session.profile.name

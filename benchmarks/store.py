@@ -78,10 +78,13 @@ class RunFolder:
         self.cells_dir = self.path / "cells"
         self.logs_dir = self.path / "logs"
 
+    @staticmethod
+    def new_id() -> str:
+        """Unique even for runs started in the same second: time plus a random token."""
+        return f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
     @classmethod
-    def create(cls, root: Path, profile: str, machine_info: dict, planned: list[str]) -> "RunFolder":
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_id = f"{stamp}-{secrets.token_hex(3)}"
+    def create(cls, root: Path, run_id: str, profile: str, machine_info: dict, planned: list[str]) -> "RunFolder":
         run = cls(Path(root) / run_id)
         try:
             run.cells_dir.mkdir(parents=True)

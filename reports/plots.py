@@ -135,7 +135,7 @@ def _slug(*parts: Any) -> str:
 
 def _impl_legend(fig, impls, colors, extra=()) -> None:
     handles = [Patch(facecolor=_color(n, colors), label=n) for n in impls] + list(extra)
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3))
 
 
 # --------------------------------------------------------------------------- throughput

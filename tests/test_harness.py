@@ -169,9 +169,17 @@ def test_kill_9_keeps_finished_cells_and_the_next_run_reuses_them(tmp_path):
     run = RunFolder(cells[0].parents[1])
     assert run.meta()["finished"] is None
     assert run.cells()[cells[0].stem]["status"] == "ok"
-    again = run_bench(tmp_path)
-    assert again.returncode == 0, again.stdout[-3000:]
-    assert f"reusing what interrupted run {run.run_id} measured" in again.stdout
+    # two runs at once in the same folder: both finish, both reuse, neither disturbs the other
+    reruns = [subprocess.Popen(bench_cmd(tmp_path, f"--benchmark-json={tmp_path / f'out{i}.json'}"), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (1, 2)]
+    outputs = [p.communicate(timeout=400)[0] for p in reruns]
+    for p, out in zip(reruns, outputs):
+        assert p.returncode == 0, out[-3000:]
+        assert f"reusing what interrupted run {run.run_id} measured" in out
+    finished = [RunFolder(d) for d in (tmp_path / "home" / "runs").iterdir() if d != run.path]
+    assert len(finished) == 2 and all(r.meta()["finished"] for r in finished)
+    assert all(len(r.cells()) == 3 for r in finished)  # step, accuracy, parity
+    assert len(list((tmp_path / "storage").rglob("*.json"))) == 2
 
 
 @pytest.mark.parametrize(
