@@ -30,6 +30,8 @@ def pytest_addoption(parser):
     g.addoption("--xf-batch-sizes", default=None, help="override the profile's batch sizes, e.g. 32,64")
     g.addoption("--xf-epochs", default=None, help="override the profile's accuracy epochs")
     g.addoption("--xf-seeds", default=None, help="override the profile's number of accuracy seeds")
+    g.addoption("--xf-augment", default=None, choices=("off", "on", "both"),
+                help="override the profile's augmentation setting of the accuracy cells")
     g.addoption("--xf-report", default=None, help="where to write the HTML report (default: reports/index.html)")
     g.addoption("--xf-fresh", action="store_true", help="measure everything again: no reuse of cached cells")
 
@@ -62,6 +64,9 @@ def _profile(config):
         changes.update(epochs=epochs[0])
     if (seeds := _positive_ints(config, "xf_seeds", 1, 100)) is not None:
         changes.update(seeds=tuple(range(seeds[0])))
+    augment = config.getoption("xf_augment")
+    if augment is not None:
+        changes.update(augment={"off": (False,), "on": (True,), "both": (False, True)}[augment])
     return dataclasses.replace(p, **changes)
 
 
