@@ -154,12 +154,12 @@ class Session:
             if w is not None:
                 w.close()
 
-    def record(self, cell: Cell, info: dict, status="ok", reason=None, stats=None, name=None) -> None:
+    def record(self, cell: Cell, info: dict, status="ok", reason=None, stats=None) -> None:
         info.update(status=status, reason=reason)
         self.run.write_cell(
             {
                 "id": cell.id,
-                "name": name or cell.id,
+                "name": f"test_{cell.kind}[{cell.id}]",  # pytest's name, as in the benchmark JSON
                 "kind": cell.kind,
                 "status": status,
                 "reason": reason,
@@ -181,7 +181,7 @@ class Session:
     def cell_key(self, cell: Cell) -> str:
         p = self.profile
         return self.key(
-            payload=self.payload(cell), data=self.data_summary(cell)["fingerprint"],
+            kind=cell.kind, augment=cell.augment, payload=self.payload(cell), data=self.data_summary(cell)["fingerprint"],
             seeds=list(p.seeds), epochs=p.epochs, rounds=p.rounds, warmup=p.warmup_steps, min_call_s=p.min_call_s,
         )
 

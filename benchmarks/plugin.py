@@ -14,6 +14,7 @@ import pytest
 from benchmarks import machine, registry
 from benchmarks.harness import ROOT, Session, code_fingerprint
 from benchmarks.profiles import cells, profile
+from benchmarks.spec import ModelSpec
 from benchmarks.store import RunFolder, git_commit, now_iso
 
 
@@ -145,6 +146,11 @@ def _machine_info(config) -> dict:
         info["datasets"] = summaries
         info["dataset"] = summaries[-1] if summaries else None
         info["profile"] = session.profile.name
+        # the spec of the accuracy cells (the profile's main one); step cells may add stride variants
+        spec = ModelSpec(session.profile.accuracy_image_size)
+        info["spec"], info["spec_is_origin"] = spec.to_dict(), spec.is_origin
+        info["step_specs"] = [ModelSpec(s, pool_stride=p).to_dict()
+                              for s in session.profile.image_sizes for p in session.profile.pool_strides]
         info["run_id"] = session.run.run_id if session.run else None
     return info
 

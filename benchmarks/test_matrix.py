@@ -103,6 +103,6 @@ def test_parity(benchmark, xf):
     info = {"kind": "parity", "status": "ok", "reason": None, "parity": result}
     benchmark.extra_info.update(info)
     xf.run.write_cell(
-        {"id": cell_id, "name": cell_id, "kind": "parity", "status": "ok", "reason": None,
+        {"id": cell_id, "name": "test_parity", "kind": "parity", "status": "ok", "reason": None,
          "stats": benchmark.stats.stats.as_dict(), "extra_info": info}
     )

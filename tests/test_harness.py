@@ -214,3 +214,18 @@ def test_gpu_scripts_carry_the_locked_keras():
         assert f"{name}=={lock[name]}" in prepare
     for script in ("gpu_prepare.sh", "gpu_run.sh"):
         subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / script)], check=True)
+
+
+def test_cell_keys_tell_every_setting_apart():
+    """Reuse is keyed on everything that decides a cell's figures (augmentation included)."""
+    from types import SimpleNamespace
+
+    from benchmarks.harness import Session
+    from benchmarks.profiles import PROFILES, cells
+
+    cfg = SimpleNamespace(_xf_code_fingerprint="c", _xf_machine={"machine_class": "m"},
+                          getoption=lambda name: {"xf_home": "/tmp/x", "xf_source": "synthetic"}.get(name))
+    session = Session(cfg, PROFILES["full"], [], ["flax"])
+    session.data_summary = lambda cell: {"fingerprint": cell.protocol}
+    matrix = cells(PROFILES["full"], ("flax", "keras-jax"), ("cpu", "gpu"))
+    assert len({session.cell_key(c) for c in matrix}) == len(matrix)
