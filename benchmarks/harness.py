@@ -210,15 +210,16 @@ class Session:
             if run_dir == self.run.path:
                 continue
             try:
-                if run.meta().get("finished"):
+                if not run.interrupted():
                     continue
                 records = run.cells().values()
             except ResultFileError as e:
                 self.say(f"skipping an unreadable earlier run: {e}")
                 continue
-            for rec in records:
-                key = rec.get("extra_info", {}).get("cell_key")
-                if rec.get("status") == "ok" and key:
+            for rec in records:  # the earliest measurement of a cell wins; reused copies are skipped
+                info = rec.get("extra_info", {})
+                key = info.get("cell_key")
+                if rec.get("status") == "ok" and key and key not in found and not info.get("reused_from"):
                     found[key] = (run.run_id, rec)
         return found
 

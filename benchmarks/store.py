@@ -1,7 +1,7 @@
 """Run folders: every finished cell is written at once, atomically.
 
 Layout of `.xfbench/runs/<run_id>/`:
-  run.json             run_id, started, finished (null while running or if interrupted),
+  run.json             run_id, host, pid, started, finished (null while running or if interrupted),
                        profile, commit, machine_info, planned (cell ids)
   cells/<cell_id>.json one finished cell: id, name, kind, status, reason, stats, extra_info
   logs/<cell_id>.log   the worker's stderr
@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -98,6 +99,8 @@ class RunFolder:
             run.path / "run.json",
             {
                 "run_id": run_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
                 "started": now_iso(),
                 "finished": None,
                 "profile": profile,
@@ -111,6 +114,21 @@ class RunFolder:
     @property
     def run_id(self) -> str:
         return self.path.name
+
+    def interrupted(self) -> bool:
+        """Unfinished, and its process is gone: not merely still running (on this host)."""
+        meta = self.meta()
+        if meta.get("finished"):
+            return False
+        if meta.get("host") == socket.gethostname() and meta.get("pid"):
+            try:
+                os.kill(meta["pid"], 0)
+                return False  # alive: a run going on beside this one
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return True
 
     def meta(self) -> dict:
         return read_json(self.path / "run.json")
