@@ -208,8 +208,8 @@ def test_keras_weights_roundtrip(keras_probe):
 
 
 def test_unknown_impl_name_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown implementation 'torch'.*flax, keras-jax, keras-tf"):
-        registry.load("torch")
+    with pytest.raises(ValueError, match="unknown implementation 'mxnet'.*flax, keras-jax, keras-tf"):
+        registry.load("mxnet")
 
 
 def test_bad_device_is_a_clear_error():
