@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,6 +225,34 @@ class Session:
         return found
 
 
+# the pipe round trip may cost at most this share of a timed call
+MAX_OVERHEAD = 0.02
+
+
+def warm_up(worker, n: int) -> tuple[float, float]:
+    """n single-step calls to the worker: the steady step time, and what each call
+    costs beyond the worker's own time of it (the round trip)."""
+    steps, trips = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        (inner,) = worker.call("warmup", n=1)
+        trips.append(time.perf_counter() - t0 - inner)
+        steps.append(inner)
+    return steady_step(steps), steady_step(trips)
+
+
+def calls_steps(step_s: float, rtt_s: float, min_call_s: float) -> int:
+    """Steps per timed call: at least min_call_s long, and long enough that the
+    round trip stays under a quarter of MAX_OVERHEAD (headroom for a busy machine)."""
+    return max(1, math.ceil(max(min_call_s, rtt_s / (MAX_OVERHEAD / 4)) / step_s))
+
+
+def harness_overhead(outer: list[float], inner: list[float]) -> float:
+    """Per round, pytest-benchmark's time (round trip included) minus the worker's own time of
+    that call; the median of that, as a share of the median round."""
+    return statistics.median(o - i for o, i in zip(outer, inner, strict=True)) / statistics.median(outer)
+
+
 def steady_step(times: list[float]) -> float:
     """Median of the warm-up steps after the first (which may still settle)."""
     return statistics.median(times[1:] if len(times) > 1 else times)
@@ -258,8 +287,7 @@ def step_figures(cell: Cell, stats, steps_per_call: int, first: dict, fin: dict,
         "memory_source": fin["memory_source"],
         "recompiles": fin["recompiles"],
         "loop_step_s": fin["loop_step_s"],
-        # pytest-benchmark's round (pipe round trip included) against the same round timed inside the worker
-        "harness_overhead": stats.median / statistics.median(fin["inner_call_s"]) - 1,
+        "harness_overhead": harness_overhead(stats.data, fin["inner_call_s"]),
     }
 
 

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from benchmarks.harness import accuracy_figures, replay_rounds, step_figures, steady_step
+from benchmarks.harness import MAX_OVERHEAD, accuracy_figures, calls_steps, replay_rounds, step_figures, warm_up
 from benchmarks.profiles import Cell
 
 
@@ -37,14 +37,23 @@ def test_step(benchmark, xf, step_cell: Cell):
     with xf.worker(cell, info) as w:
         setup = w.call("setup", cell=xf.payload(cell))
         first = w.call("first_step")
-        warm = w.call("warmup", n=p.warmup_steps)
-        steps_per_call = max(1, math.ceil(p.min_call_s / steady_step(warm)))
-        xf.say(f"{cell.id}: first step {first['first_step_s']:.2f} s, steady ~{steady_step(warm) * 1e3:.1f} ms; timing {p.rounds} x {steps_per_call} steps")
+        steady, rtt = warm_up(w, p.warmup_steps)
+        steps_per_call = calls_steps(steady, rtt, p.min_call_s)
+        xf.say(
+            f"{cell.id}: first step {first['first_step_s']:.2f} s, steady ~{steady * 1e3:.1f} ms, "
+            f"round trip {rtt * 1e3:.2f} ms; timing {p.rounds} x {steps_per_call} steps"
+        )
         loss = benchmark.pedantic(w.call, args=("steps",), kwargs={"n": steps_per_call}, rounds=p.rounds, iterations=1)
         fin = w.call("finish", loop_steps=max(3, 2 * steps_per_call))
     stats = benchmark.stats.stats
-    info.update(step_figures(cell, stats, steps_per_call, first, fin, setup))
+    info.update(step_figures(cell, stats, steps_per_call, first, fin, setup), round_trip_s=rtt)
     info["warmup_steps"] = 1 + p.warmup_steps
+    if info["harness_overhead"] > MAX_OVERHEAD:
+        info["warnings"] = [
+            f"harness overhead {info['harness_overhead']:.1%} exceeds {MAX_OVERHEAD:.0%} "
+            f"(round trip {rtt * 1e3:.2f} ms): the machine was busy; the step time may read high"
+        ]
+        xf.say(f"{cell.id}: warning: {info['warnings'][0]}")
     bad = [] if math.isfinite(loss) else [f"non-finite loss {loss}"]
     if info["recompiles"]:
         bad.append(f"{info['recompiles']} recompilation(s) during the timed steps")

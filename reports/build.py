@@ -915,23 +915,24 @@ def environment(model: Model) -> dict:
 
 def problems(model: Model) -> list[dict]:
     rows = []
-    order = {"failed": 0, "missing": 1, "skipped": 2}
+    order = {"failed": 0, "missing": 1, "warning": 2, "skipped": 3}
     for c in model.cells:
-        if c.status == "ok":
+        warnings = c.x("warnings") or []
+        if c.status == "ok" and not warnings:
             continue
         rows.append(
             {
                 "machine": model.machines[c.machine].label,
-                "status": c.status,
+                "status": c.status if c.status != "ok" else "warning",
                 "kind": c.kind,
                 "cell": c.name if c.name != c.id else c.id,
                 "impl": c.x("impl"),
                 "device": c.x("device"),
-                "reason": c.reason or ("(no reason given)"),
+                "reason": c.reason or "; ".join(warnings) or "(no reason given)",
                 "run": c.run_id,
             }
         )
-    rows.sort(key=lambda r: (order.get(r["status"], 3), r["machine"], r["cell"]))
+    rows.sort(key=lambda r: (order.get(r["status"], 4), r["machine"], r["cell"]))
     return rows
 
 

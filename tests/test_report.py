@@ -48,7 +48,7 @@ def test_every_section_is_there(full):
     _, html, _ = full
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in html, sid
-    for heading in ("Verdict", "Identity", "Plots", "Data", "Environment", "Failed, skipped &amp; missing"):
+    for heading in ("Verdict", "Identity", "Plots", "Data", "Environment", "Failed, skipped, missing &amp; warned"):
         assert heading in html
 
 
@@ -116,6 +116,8 @@ def test_failed_and_skipped_cells_have_reasons(full):
     assert "out of memory" in rows["failed"]["reason"]
     assert rows["skipped"]["reason"] == "no GPU visible on this machine"
     assert "no GPU visible on this machine" in html
+    assert rows["warning"]["cell"].startswith("test_step[flax") and "harness overhead 3.1%" in rows["warning"]["reason"]
+    assert "st-warning" in html
 
 
 def test_corrupt_and_wrong_shape_files_are_named_and_skipped(full, samples, capsys):
