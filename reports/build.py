@@ -52,6 +52,11 @@ _FAILED = {"failed", "fail", "error", "errored"}
 # --------------------------------------------------------------------------- model
 
 
+def _as_dict(v: Any) -> dict:
+    """v where it is a dict, else {}: result files may lack a key or hold the wrong shape."""
+    return v if isinstance(v, dict) else {}
+
+
 @dataclass
 class Machine:
     key: str
@@ -64,8 +69,7 @@ class Machine:
 
     @property
     def xf(self) -> dict:
-        x = self.info.get("xfbench")
-        return x if isinstance(x, dict) else {}
+        return _as_dict(self.info.get("xfbench"))
 
     @property
     def node(self) -> str:
@@ -73,14 +77,12 @@ class Machine:
 
     @property
     def cpu(self) -> str:
-        cpu = self.info.get("cpu")
-        brand = cpu.get("brand_raw") if isinstance(cpu, dict) else None
+        brand = _as_dict(self.info.get("cpu")).get("brand_raw")
         return str(self.xf.get("cpu") or brand or self.info.get("processor") or "unknown CPU")
 
     @property
     def cpu_count(self) -> Any:
-        cpu = self.info.get("cpu")
-        return cpu.get("count") if isinstance(cpu, dict) else None
+        return _as_dict(self.info.get("cpu")).get("count")
 
     @property
     def gpus(self) -> list[str]:
@@ -89,23 +91,15 @@ class Machine:
 
     @property
     def versions(self) -> dict:
-        v = self.xf.get("versions")
-        return v if isinstance(v, dict) else {}
+        return _as_dict(self.xf.get("versions"))
 
     @property
     def dataset(self) -> dict:
-        d = self.xf.get("dataset")
-        return d if isinstance(d, dict) else {}
+        return _as_dict(self.xf.get("dataset"))
 
     @property
     def spec(self) -> dict:
-        s = self.xf.get("spec")
-        return s if isinstance(s, dict) else {}
-
-    @property
-    def short(self) -> str:
-        """What a figure caption calls this machine."""
-        return self.label
+        return _as_dict(self.xf.get("spec"))
 
 
 @dataclass
@@ -253,8 +247,8 @@ def _read_json(path: Path) -> Any:
 
 
 def machine_key(info: dict) -> str:
-    xf = info.get("xfbench") if isinstance(info.get("xfbench"), dict) else {}
-    cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
+    xf = _as_dict(info.get("xfbench"))
+    cpu = _as_dict(info.get("cpu"))
     gpus = xf.get("gpus") if isinstance(xf.get("gpus"), list) else []
     parts = [
         str(info.get("node") or "?"),
@@ -329,7 +323,7 @@ class Loader:
             )
 
     def machine(self, info: Any, source: str, when: str, commit: str | None) -> Machine:
-        info = info if isinstance(info, dict) else {}
+        info = _as_dict(info)
         key = machine_key(info)
         m = self.model.machines.get(key)
         if m is None:
@@ -384,7 +378,7 @@ class Loader:
             if not isinstance(d, dict) or not (d.get("id") or d.get("name")):
                 self.skip(f, "not a cell record (a JSON object with 'id' and 'kind')")
                 continue
-            extra = d.get("extra_info") if isinstance(d.get("extra_info"), dict) else {}
+            extra = _as_dict(d.get("extra_info"))
             cid = str(d.get("id") or d.get("name") or f.stem)
             cell = Cell(
                 machine=m.key,
@@ -445,10 +439,10 @@ class Loader:
 
     # ---- pytest-benchmark JSON
     def add_pytest_benchmark(self, path: Path, data: dict, for_history_only: bool) -> None:
-        ci = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
+        ci = _as_dict(data.get("commit_info"))
         commit = ci.get("id") if isinstance(ci.get("id"), str) else None
         when = str(data.get("datetime") or ci.get("time") or "")
-        info = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
+        info = _as_dict(data.get("machine_info"))
         if for_history_only:
             key = machine_key(info)
             if key not in self.model.machines:
@@ -460,7 +454,7 @@ class Loader:
         for b in data["benchmarks"]:
             if not isinstance(b, dict):
                 continue
-            extra = b.get("extra_info") if isinstance(b.get("extra_info"), dict) else {}
+            extra = _as_dict(b.get("extra_info"))
             name = str(b.get("name") or b.get("fullname") or "?")
             stats = b.get("stats") if isinstance(b.get("stats"), dict) else None
             cell = Cell(
@@ -796,8 +790,8 @@ def identity(model: Model) -> dict:
     for c in model.cells:
         if c.kind != "parity":
             continue
-        p = c.x("parity") if isinstance(c.x("parity"), dict) else {}
-        impls = p.get("impls") if isinstance(p.get("impls"), dict) else {}
+        p = _as_dict(c.x("parity"))
+        impls = _as_dict(p.get("impls"))
         cols: list[str] = []
         for d in impls.values():
             if isinstance(d, dict):
@@ -806,7 +800,7 @@ def identity(model: Model) -> dict:
                         cols.append(k)
         rows = []
         for name in impl_order(impls):
-            d = impls[name] if isinstance(impls[name], dict) else {}
+            d = _as_dict(impls[name])
             rows.append({"impl": name, "params": d.get("params"), "values": [d.get(k) for k in cols]})
         params = {r["params"] for r in rows if r["params"] is not None}
         parity.append(
@@ -855,7 +849,7 @@ def data_view(model: Model) -> list[dict]:
                 "tfds": "REAL data, from TensorFlow Datasets",
                 "synthetic": "SYNTHETIC data: a deterministic stand-in, NOT Horses or Humans",
             }.get(src, f"unknown source ({src})")
-            splits = d.get("splits") if isinstance(d.get("splits"), dict) else {}
+            splits = _as_dict(d.get("splits"))
             split_rows = []
             for split, counts in splits.items():
                 if isinstance(counts, dict):

@@ -98,14 +98,12 @@ def _new(w: float, h: float, nrows: int = 1, ncols: int = 1, **kw):
     return fig, axes
 
 
-def _finish(fig: Figure, out: Fig) -> Fig:
+def _finish(fig: Figure, device: str, **fields: Any) -> Fig:
+    """Tag the figure with its machine and device, then encode it."""
+    out = Fig(**fields)
+    fig.suptitle(f"machine: {out.machine}   ·   device: {device}", x=0.01, ha="left", fontsize=9, color="#444444")
     out.uri, out.width, out.height = _encode(fig)
     return out
-
-
-def _tag(fig: Figure, machine: str, device: str | None = None) -> None:
-    text = f"machine: {machine}" + (f"   ·   device: {device}" if device else "")
-    fig.suptitle(text, x=0.01, ha="left", fontsize=9, color="#444444")
 
 
 def _empty(fid: str, group: str, title: str, why: str) -> Fig:
@@ -184,19 +182,17 @@ def throughput(model: Model, colors: dict[str, str]) -> list[Fig]:
         for k in range(len(configs), nr * nc):
             axes[k // nc][k % nc].set_visible(False)
         _impl_legend(fig, impls, colors)
-        _tag(fig, m.label, devlabel)
         figs.append(
             _finish(
                 fig,
-                Fig(
-                    id=_slug("throughput", m.label, dev),
-                    group="throughput",
-                    title=f"Throughput on {devlabel}",
-                    machine=m.label,
-                    caption="Training images per second (batch size ÷ median step time, device synchronised, "
-                    "batch already on the device). Error bars: the interquartile range of step time. Higher is better.",
-                    alt=f"Bar chart of training throughput in images per second per implementation and batch size on {devlabel}, machine {m.label}",
-                ),
+                devlabel,
+                id=_slug("throughput", m.label, dev),
+                group="throughput",
+                title=f"Throughput on {devlabel}",
+                machine=m.label,
+                caption="Training images per second (batch size ÷ median step time, device synchronised, "
+                "batch already on the device). Error bars: the interquartile range of step time. Higher is better.",
+                alt=f"Bar chart of training throughput in images per second per implementation and batch size on {devlabel}, machine {m.label}",
             )
         )
     return figs
@@ -264,20 +260,18 @@ def compile_breakdown(model: Model, colors: dict[str, str]) -> list[Fig]:
         handles = [Patch(facecolor="#555555", alpha=a, label=lab) for _, lab, a in STAGES]
         handles.append(Line2D([], [], marker="D", color="#111111", linestyle="", label="first step − steady step"))
         fig.legend(handles=handles, loc="outside lower center", ncols=4)
-        _tag(fig, m.label, devlabel)
         figs.append(
             _finish(
                 fig,
-                Fig(
-                    id=_slug("compile", m.label, dev),
-                    group="compile",
-                    title=f"Compile time on {devlabel}",
-                    machine=m.label,
-                    caption="Stacked bars: JAX's trace, lower and XLA-compile stages (from jax.stages, or jax.monitoring "
-                    "where Keras jits internally). Diamond: first step minus the steady step, the one figure comparable "
-                    "across all implementations. TensorFlow exposes no stage split. Lower is better.",
-                    alt=f"Horizontal stacked bar chart of compile time per implementation on {devlabel}, machine {m.label}",
-                ),
+                devlabel,
+                id=_slug("compile", m.label, dev),
+                group="compile",
+                title=f"Compile time on {devlabel}",
+                machine=m.label,
+                caption="Stacked bars: JAX's trace, lower and XLA-compile stages (from jax.stages, or jax.monitoring "
+                "where Keras jits internally). Diamond: first step minus the steady step, the one figure comparable "
+                "across all implementations. TensorFlow exposes no stage split. Lower is better.",
+                alt=f"Horizontal stacked bar chart of compile time per implementation on {devlabel}, machine {m.label}",
             )
         )
     return figs
@@ -365,20 +359,18 @@ def accuracy(model: Model, colors: dict[str, str]) -> list[Fig]:
                     Patch(facecolor="#444444", alpha=0.2, label="min–max over seeds")]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
         seeds = sorted({len(c.x("seeds") or _curves(c, "test_accuracy")) for c in cs})
-        _tag(fig, m.label, ", ".join(device_label(model, mk, d) for d in devices))
         figs.append(
             _finish(
                 fig,
-                Fig(
-                    id=_slug("accuracy-curves", m.label),
-                    group="accuracy",
-                    title="Accuracy per epoch, per protocol and augmentation",
-                    machine=m.label,
-                    caption=f"Solid: test accuracy; dashed: training accuracy; each the mean over seeds "
-                    f"({'/'.join(str(s) for s in seeds)} per implementation), band: min–max over seeds. "
-                    "Same data, same order, same initial weights for every implementation.",
-                    alt=f"Line charts of train and test accuracy per epoch for each implementation, machine {m.label}",
-                ),
+                ", ".join(device_label(model, mk, d) for d in devices),
+                id=_slug("accuracy-curves", m.label),
+                group="accuracy",
+                title="Accuracy per epoch, per protocol and augmentation",
+                machine=m.label,
+                caption=f"Solid: test accuracy; dashed: training accuracy; each the mean over seeds "
+                f"({'/'.join(str(s) for s in seeds)} per implementation), band: min–max over seeds. "
+                "Same data, same order, same initial weights for every implementation.",
+                alt=f"Line charts of train and test accuracy per epoch for each implementation, machine {m.label}",
             )
         )
     # final accuracy across conditions: the original-vs-resplit and augmentation comparison
@@ -431,20 +423,18 @@ def accuracy(model: Model, colors: dict[str, str]) -> list[Fig]:
         if any(c.x("from_cache") for c in cs):
             handles.append(Line2D([], [], marker="o", color="#444444", mfc="white", ls="", label="hollow: from cache"))
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
-        _tag(fig, m.label, ", ".join(device_label(model, mk, d) for d in devices))
         figs.append(
             _finish(
                 fig,
-                Fig(
-                    id=_slug("accuracy-compare", m.label),
-                    group="accuracy",
-                    title="Original split vs stratified re-split, with and without augmentation",
-                    machine=m.label,
-                    caption="Final test accuracy per implementation for each split protocol and augmentation setting. "
-                    "Error bars: one standard deviation over seeds; small dots: the individual seeds. "
-                    "A hollow marker means the figure was reused from the accuracy cache, not retrained in this run.",
-                    alt=f"Dot plot of final test accuracy per protocol and augmentation setting, machine {m.label}",
-                ),
+                ", ".join(device_label(model, mk, d) for d in devices),
+                id=_slug("accuracy-compare", m.label),
+                group="accuracy",
+                title="Original split vs stratified re-split, with and without augmentation",
+                machine=m.label,
+                caption="Final test accuracy per implementation for each split protocol and augmentation setting. "
+                "Error bars: one standard deviation over seeds; small dots: the individual seeds. "
+                "A hollow marker means the figure was reused from the accuracy cache, not retrained in this run.",
+                alt=f"Dot plot of final test accuracy per protocol and augmentation setting, machine {m.label}",
             )
         )
     return figs
@@ -508,21 +498,19 @@ def mfu(model: Model, colors: dict[str, str]) -> list[Fig]:
         if any(c.x("flops_source") == "analytic" for c in cs):
             extra.append(Patch(facecolor="#999999", hatch="xx", edgecolor="white", label="analytic FLOP count"))
         _impl_legend(fig, impls, colors, extra)
-        _tag(fig, m.label, devlabel)
         figs.append(
             _finish(
                 fig,
-                Fig(
-                    id=_slug("mfu", m.label, dev),
-                    group="mfu",
-                    title=f"Achieved FLOP/s and MFU on {devlabel}",
-                    machine=m.label,
-                    caption="Bars: FLOPs per training step (XLA cost analysis; hatched where only the analytic count was "
-                    "available) ÷ median step time. Dashed line: the peak measured on the same device in the same run "
-                    "(a large matmul). Labels: MFU, the bar as a fraction of that peak."
-                    + ("" if peak else " No peak was measured for this device."),
-                    alt=f"Bar chart of achieved FLOP per second against the measured peak on {devlabel}, machine {m.label}",
-                ),
+                devlabel,
+                id=_slug("mfu", m.label, dev),
+                group="mfu",
+                title=f"Achieved FLOP/s and MFU on {devlabel}",
+                machine=m.label,
+                caption="Bars: FLOPs per training step (XLA cost analysis; hatched where only the analytic count was "
+                "available) ÷ median step time. Dashed line: the peak measured on the same device in the same run "
+                "(a large matmul). Labels: MFU, the bar as a fraction of that peak."
+                + ("" if peak else " No peak was measured for this device."),
+                alt=f"Bar chart of achieved FLOP per second against the measured peak on {devlabel}, machine {m.label}",
             )
         )
     return figs
@@ -610,24 +598,22 @@ def history(model: Model, colors: dict[str, str]) -> list[Fig]:
             handles.append(Line2D([], [], marker="o", mfc="none", mec="#D55E00", mew=2, ls="", markersize=10,
                                   label="regression (gate)"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        _tag(fig, m.label, devlabel)
         note = None
         if len(commits) < 2:
             note = "Only one commit has saved results so far: the history starts here."
         figs.append(
             _finish(
                 fig,
-                Fig(
-                    id=_slug("history", m.label, dev),
-                    group="history",
-                    title=f"Step time across commits on {devlabel}",
-                    machine=m.label,
-                    caption="Median step time per saved pytest-benchmark run (storage folder), colour per implementation, "
-                    "marker per batch size; log scale. Circled points are the regressions the gate flagged"
-                    + (f" ({model.gate_source})." if model.gate_source else " (no gate file found)."),
-                    note=note,
-                    alt=f"Line chart of step time across commits on {devlabel}, machine {m.label}",
-                ),
+                devlabel,
+                id=_slug("history", m.label, dev),
+                group="history",
+                title=f"Step time across commits on {devlabel}",
+                machine=m.label,
+                caption="Median step time per saved pytest-benchmark run (storage folder), colour per implementation, "
+                "marker per batch size; log scale. Circled points are the regressions the gate flagged"
+                + (f" ({model.gate_source})." if model.gate_source else " (no gate file found)."),
+                note=note,
+                alt=f"Line chart of step time across commits on {devlabel}, machine {m.label}",
             )
         )
     return figs
