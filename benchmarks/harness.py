@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -16,18 +17,21 @@ import pytest
 from benchmarks import registry
 from benchmarks.profiles import Cell, Profile
 from benchmarks.store import ResultFileError, RunFolder, read_json, write_json
-from benchmarks.worker import CellSkipped, Worker, WorkerError
+from benchmarks.weights import reference_weights_file
+from benchmarks.worker_client import CellSkipped, Worker, WorkerError
 
 # the checkout; not pytest's rootdir, which a path-valued option before plugins load can move
 ROOT = Path(__file__).resolve().parents[1]
-# code whose change invalidates cached accuracy figures
-CODE_DIRS = ("impl_flax", "impl_keras", "shared_data")
-CODE_FILES = ("benchmarks/spec.py", "benchmarks/training.py", "benchmarks/worker.py", "benchmarks/registry.py")
+# harness code whose change invalidates cached figures, beside every implementation's package
+CODE_PATHS = ("shared_data", "benchmarks/runtimes", "benchmarks/spec.py", "benchmarks/contract.py",
+              "benchmarks/training.py", "benchmarks/worker.py", "benchmarks/registry.py", "benchmarks/weights.py")
 
 
 def code_fingerprint() -> str:
+    """sha256 of every implementation's package (from the registry) and the harness code above."""
     h = hashlib.sha256()
-    files = sorted(p for d in CODE_DIRS for p in (ROOT / d).rglob("*.py")) + [ROOT / f for f in CODE_FILES]
+    roots = [ROOT / p for p in (*registry.code_packages(), *CODE_PATHS)]
+    files = sorted({f for r in roots for f in ([r] if r.is_file() else r.rglob("*.py"))})
     for path in files:
         h.update(str(path.relative_to(ROOT)).encode())
         h.update(path.read_bytes())
@@ -68,14 +72,28 @@ class DataChoice:
         return self.summaries[key]
 
 
+def home(path: str | None = None) -> Path:
+    """Where runs and caches live: `path`, else $XFBENCH_HOME, else .xfbench in the checkout."""
+    h = Path(path or os.environ.get("XFBENCH_HOME", ".xfbench"))
+    return h if h.is_absolute() else ROOT / h
+
+
+def payload(cell: Cell, data: dict, seed: int = 0) -> dict:
+    """What a worker's `setup` gets for one cell; `data` is `load_dataset`'s keyword arguments."""
+    return {"impl": cell.impl, "device": cell.device, "spec": cell.spec.to_dict(), "train": cell.train.to_dict(),
+            "seed": seed, "data": data}
+
+
 class Session:
-    def __init__(self, config, profile: Profile, gpus: list[str], impls: list[str]):
+    def __init__(self, config, profile: Profile, gpus: list[str], impls: list[str], machine: dict, code: str):
+        """`machine`: machine.info(); `code`: code_fingerprint() -- both part of every reuse key."""
         self.config = config
         self.profile = profile
         self.gpus = gpus
         self.impls = impls
-        home = Path(config.getoption("xf_home"))
-        self.home = home if home.is_absolute() else ROOT / home
+        self.machine = machine
+        self.code = code
+        self.home = home(config.getoption("xf_home"))
         self.data = DataChoice(
             source=config.getoption("xf_source"),
             data_dir=config.getoption("xf_data_dir"),
@@ -99,14 +117,11 @@ class Session:
 
     def payload(self, cell: Cell) -> dict:
         source = self.step_source if cell.kind == "step" else None
-        return {
-            "impl": cell.impl,
-            "device": cell.device,
-            "spec": cell.spec.to_dict(),
-            "train": cell.train.to_dict(),
-            "seed": 0,
-            "data": self.data.kwargs(cell.spec.image_size, cell.protocol, source),
-        }
+        return payload(cell, self.data.kwargs(cell.spec.image_size, cell.protocol, source))
+
+    def reference_weights(self, cell: Cell, seed: int) -> str:
+        """Path of the reference's initial weights for this cell's spec and seed (paired training)."""
+        return str(reference_weights_file(cell.spec, seed, self.home / "cache" / "weights", self.code))
 
     def data_summary(self, cell: Cell) -> dict:
         source = self.step_source if cell.kind == "step" else None
@@ -129,7 +144,7 @@ class Session:
             "data": "synthetic" if data["source"] == "synthetic" else "real",
             "data_source": data["source"],
             "dataset_fingerprint": data["fingerprint"],
-            "machine_class": self.config._xf_machine["machine_class"],
+            "machine_class": self.machine["machine_class"],
         }
 
     @contextlib.contextmanager
@@ -176,7 +191,7 @@ class Session:
 
     def key(self, **parts) -> str:
         """Fingerprint of code, machine and whatever else decides a cell's figures."""
-        parts.update(code=self.config._xf_code_fingerprint, machine=self.config._xf_machine["machine_class"], gpus=self.gpus)
+        parts.update(code=self.code, machine=self.machine["machine_class"], gpus=self.gpus)
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     def cell_key(self, cell: Cell) -> str:
@@ -266,6 +281,7 @@ def step_figures(cell: Cell, stats, steps_per_call: int, first: dict, fin: dict,
     return {
         "device": setup["device"],
         "params": setup["params"],
+        "timed_region": setup["timed_region"],
         "steps_per_call": steps_per_call,
         "step_s_median": step,
         "step_s_q1": stats.q1 / steps_per_call,

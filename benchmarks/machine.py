@@ -10,12 +10,15 @@ import subprocess
 import sys
 from importlib import metadata
 
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "keras", "tensorflow", "tensorflow-datasets", "pytest-benchmark")
+# the harness's own, beside those of every registered implementation
+HARNESS_PACKAGES = ("tensorflow-datasets", "pytest-benchmark")
 
 
 def versions() -> dict[str, str | None]:
+    from benchmarks import registry
+
     out = {}
-    for name in PACKAGES:
+    for name in (*registry.packages(), *HARNESS_PACKAGES):
         try:
             out[name.replace("-", "_")] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from benchmarks import machine, registry
 from benchmarks.harness import ROOT, Session, code_fingerprint
-from benchmarks.profiles import cells, profile
+from benchmarks.profiles import Profile, cells, profile
 from benchmarks.spec import ModelSpec
 from benchmarks.store import RunFolder, git_commit, now_iso
 
@@ -80,66 +81,84 @@ def _option_list(config, name: str, allowed) -> list[str]:
     return values
 
 
+@dataclass
+class XfState:
+    """Everything this pytest session knows about the matrix, on `config.stash[STATE]`."""
+
+    profile: Profile
+    impls: list[str]
+    run_id: str
+    devices: list[str] | None = None  # resolved on first use: probing GPUs takes a process
+    gpus: list[str] = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+    code: str | None = None
+    session: Session | None = None
+
+
+STATE = pytest.StashKey[XfState]()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "xfbench: a cell of the xfbench matrix")
-    config._xf_profile = _profile(config)
-    config._xf_impls = _option_list(config, "xf_impls", registry.NAMES)
-    config._xf_run_id = RunFolder.new_id()
+    state = config.stash[STATE] = XfState(
+        _profile(config), _option_list(config, "xf_impls", registry.NAMES), RunFolder.new_id()
+    )
     if config.getoption("benchmark_only", False) and not config.getoption("benchmark_save", None):
         # every benchmark run is saved with its commit in pytest-benchmark's storage: the history.
         # The run id in the name keeps two runs at once from writing the same file.
-        config.option.benchmark_save = f"{(git_commit() or 'nocommit')[:12]}_{config._xf_run_id}"
+        config.option.benchmark_save = f"{(git_commit() or 'nocommit')[:12]}_{state.run_id}"
 
 
-def _devices(config) -> tuple[list[str], list[str]]:
-    if not hasattr(config, "_xf_devices"):
+def _resolved(config) -> XfState:
+    """The session state with devices, GPUs, machine info and the code fingerprint filled in."""
+    state = config.stash[STATE]
+    if state.devices is None:
         wanted = config.getoption("xf_devices")
-        gpus = machine.probe_gpus() if wanted != "cpu" else []
+        state.gpus = machine.probe_gpus() if wanted != "cpu" else []
         devices = ["cpu", "gpu"] if wanted == "auto" else _option_list(config, "xf_devices", ("cpu", "gpu"))
-        config._xf_devices = [d for d in devices if d == "cpu" or gpus or wanted != "auto"]
-        config._xf_gpus = gpus
-        config._xf_machine = machine.info(gpus)
-        config._xf_code_fingerprint = code_fingerprint()
-    return config._xf_devices, config._xf_gpus
+        state.devices = [d for d in devices if d == "cpu" or state.gpus or wanted != "auto"]
+        state.machine = machine.info(state.gpus)
+        state.code = code_fingerprint()
+    return state
 
 
 def pytest_generate_tests(metafunc):
     kinds = {"step_cell": "step", "accuracy_cell": "accuracy"}
     for fixture, kind in kinds.items():
         if fixture in metafunc.fixturenames:
-            devices, _ = _devices(metafunc.config)
-            matrix = [
-                c for c in cells(metafunc.config._xf_profile, metafunc.config._xf_impls, devices) if c.kind == kind
-            ]
+            state = _resolved(metafunc.config)
+            matrix = [c for c in cells(state.profile, state.impls, state.devices) if c.kind == kind]
             metafunc.parametrize(fixture, matrix, ids=[c.id for c in matrix])
 
 
 @pytest.fixture(scope="session")
 def xf(request):
     config = request.config
-    devices, gpus = _devices(config)
-    session = Session(config, config._xf_profile, gpus, config._xf_impls)
-    config._xf_session = session
+    state = _resolved(config)
+    session = state.session = Session(config, state.profile, state.gpus, state.impls, state.machine, state.code)
     items = [item for item in request.session.items if hasattr(item, "callspec")]
     for item in items:  # build every data cache up front, so the run records its data at once
         cell = item.callspec.params.get("step_cell") or item.callspec.params.get("accuracy_cell")
         if cell is not None:
             session.data_summary(cell)
     session.run = RunFolder.create(
-        session.home / "runs", config._xf_run_id, session.profile.name, _full_machine_info(config), [item.callspec.id for item in items]
+        session.home / "runs", state.run_id, session.profile.name, _full_machine_info(config),
+        [item.callspec.id for item in items]
     )
     session.resumable = session.interrupted_cells()
     if session.resumable:
         session.say(f"{len(session.resumable)} finished cell(s) of interrupted earlier runs can be reused if unchanged")
-    session.say(f"run {session.run.run_id}: profile {session.profile.name}, devices {devices}, results in {session.run.path}")
+    session.say(f"run {session.run.run_id}: profile {session.profile.name}, devices {state.devices}, "
+                f"results in {session.run.path}")
     yield session
     session.run.update_meta(finished=now_iso(), machine_info=_full_machine_info(config))
 
 
 def _machine_info(config) -> dict:
     """Our part of pytest-benchmark's machine_info ("xfbench")."""
-    info = dict(getattr(config, "_xf_machine", {}))
-    session = getattr(config, "_xf_session", None)
+    state = config.stash.get(STATE, None)
+    info = dict(state.machine) if state else {}
+    session = state.session if state else None
     if session is not None:
         # one entry per distinct dataset (the same one may be asked for by source name and by default)
         summaries = list({(d["fingerprint"], d["protocol"]): d for d in session.data.summaries.values()}.values())
@@ -152,6 +171,7 @@ def _machine_info(config) -> dict:
         info["step_specs"] = [ModelSpec(s, pool_stride=p).to_dict()
                               for s in session.profile.image_sizes for p in session.profile.pool_strides]
         info["run_id"] = session.run.run_id if session.run else None
+        info["impl_order"] = list(session.impls)  # the registry's order, for the report
     return info
 
 
@@ -168,7 +188,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Failed and skipped cells have no pytest-benchmark entry: list them beside the others."""
-    session = getattr(config, "_xf_session", None)
+    state = config.stash.get(STATE, None)
+    session = state.session if state else None
     if session is not None:
         output_json["xfbench_cells_not_ok"] = [
             {"id": c["id"], "status": c["status"], "reason": c["reason"]}
@@ -180,7 +201,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
-    xf = getattr(config, "_xf_session", None)
+    state = config.stash.get(STATE, None)
+    xf = state.session if state else None
     if xf is None or xf.run is None:  # no benchmark ran, or the session failed before its run folder
         return
     from reports.build import build_report

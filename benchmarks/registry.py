@@ -1,4 +1,8 @@
-"""Names -> implementations. Adding a framework is one folder plus one line here.
+"""Names -> implementations: the one list the rest of xfbench derives from.
+
+Adding an implementation is one module plus one `Entry` line here (see the
+README's "Adding an implementation"). The harness, parity, the gate, the
+code fingerprint and the version list all read this table.
 
 Each entry is loaded lazily: Keras fixes its backend at import, so a process
 may import only the entries of one backend (the harness uses one process per
@@ -9,18 +13,29 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-import numpy as np
+# the implementation whose initial weights every other one starts from (paired mode, parity)
+REFERENCE = "flax"
 
 
 @dataclass(frozen=True)
 class Entry:
     name: str
-    target: str  # "module:Class"
-    backend: str  # "jax" or "tensorflow"
+    target: str  # "module:Class", a subclass of benchmarks.contract.Implementation
+    backend: str  # "jax" or "tensorflow": the runtime (benchmarks.runtimes) it runs on
+    packages: tuple[str, ...]  # distributions whose versions go beside its figures
     keras_backend: str | None = None  # set for Keras entries: KERAS_BACKEND to export
+
+    @property
+    def module(self) -> str:
+        return self.target.split(":")[0]
+
+    @property
+    def package(self) -> str:
+        """The top-level folder holding its code (part of the code fingerprint)."""
+        return self.module.split(".")[0]
 
 
 def _entries(*entries: Entry) -> dict[str, Entry]:
@@ -32,10 +47,16 @@ def _entries(*entries: Entry) -> dict[str, Entry]:
     return table
 
 
+FLAX = ("jax", "jaxlib", "flax", "optax")
+KERAS_JAX = ("keras", "jax", "jaxlib")
+KERAS_TF = ("keras", "tensorflow")
+
 REGISTRY = _entries(
-    Entry("flax", "impl_flax.impl:FlaxImpl", backend="jax"),
-    Entry("keras-jax", "impl_keras.impl:KerasImpl", backend="jax", keras_backend="jax"),
-    Entry("keras-tf", "impl_keras.impl:KerasImpl", backend="tensorflow", keras_backend="tensorflow"),
+    Entry("flax", "impl_flax.impl:FlaxImpl", backend="jax", packages=FLAX),
+    Entry("keras-jax", "impl_keras.impl:KerasImpl", backend="jax", packages=KERAS_JAX, keras_backend="jax"),
+    Entry("keras-tf", "impl_keras.impl:KerasImpl", backend="tensorflow", packages=KERAS_TF,
+          keras_backend="tensorflow"),
+    Entry("flax-nnx", "impl_flax.nnx:FlaxNNXImpl", backend="jax", packages=FLAX),
 )
 
 NAMES = tuple(REGISTRY)
@@ -50,13 +71,21 @@ def entry(name: str) -> Entry:
         ) from None
 
 
-def load(name: str) -> type["Impl"]:
+def code_packages() -> list[str]:
+    """Top-level folders of every registered implementation's code."""
+    return sorted({e.package for e in REGISTRY.values()})
+
+
+def packages() -> list[str]:
+    """Distributions of every registered implementation, in first-seen order."""
+    return list(dict.fromkeys(p for e in REGISTRY.values() for p in e.packages))
+
+
+def load(name: str):
     """Import and return the implementation class (sets KERAS_BACKEND first)."""
     e = entry(name)
     if e.keras_backend:
         current = os.environ.get("KERAS_BACKEND")
-        import sys
-
         if "keras" in sys.modules and current not in (None, e.keras_backend):
             raise RuntimeError(
                 f"{name} needs KERAS_BACKEND={e.keras_backend}, but keras is already "
@@ -67,26 +96,12 @@ def load(name: str) -> type["Impl"]:
     return getattr(importlib.import_module(module), cls)
 
 
-class Impl(Protocol):
-    """What the harness drives. Batches are dicts {"image": uint8 NHWC, "label": int32 N}.
+def reference_weights(spec, seed: int) -> dict:
+    """The reference implementation's initial weights for (spec, seed), made on the CPU.
 
-    Weights are framework-neutral: numpy arrays keyed "conv1/kernel",
-    "conv1/bias", "conv2/...", "dense1/...", "dense2/..."; kernels in
-    HWIO (conv) and (in, out) (dense) layout, as Flax and Keras both store them.
+    Call it in a process that may import the reference's framework (not a
+    TensorFlow worker): `benchmarks.weights` writes them to a file for those.
     """
+    from benchmarks.spec import TrainConfig
 
-    name: str
-    backend: str
-
-    def __init__(self, name: str, spec: Any, train: Any, seed: int, device: str = "cpu") -> None: ...  # device: "cpu" or "gpu"
-    def num_params(self) -> int: ...
-    def get_weights(self) -> dict[str, np.ndarray]: ...
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None: ...  # resets optimizer
-    def device_name(self) -> str: ...  # "cpu" or the accelerator model
-    def to_device(self, batch: dict) -> Any: ...  # place once; reused across timed steps
-    def train_step(self, device_batch: Any) -> Any: ...  # one optimizer step; returns loss, unsynced
-    def sync(self, value: Any) -> float: ...  # block until ready; returns it as a float
-    def evaluate(self, batches) -> dict: ...  # {"loss", "accuracy"} over host batches
-    def logits(self, images: np.ndarray) -> np.ndarray: ...
-    def flops_per_step(self, device_batch: Any) -> float | None: ...  # XLA cost analysis
-    def trace_count(self) -> int | None: ...  # non-JAX backends: step traces so far
+    return load(REFERENCE)(REFERENCE, spec, TrainConfig(), seed, device="cpu").get_weights()

@@ -11,6 +11,7 @@ by one pixel per pool and `dense1` sees (H-2)*(W-2)*32 inputs.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 ORIGIN_POOL_STRIDE = 1
@@ -48,15 +49,20 @@ class ModelSpec:
         side = self.pooled_size(self.pooled_size(self.image_size))
         return side * side * self.filters[1]
 
-    @property
-    def num_params(self) -> int:
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The framework-neutral weights: "layer/kernel" in HWIO (conv) or (in, out) (dense)."""
         k, c = self.kernel_size, self.channels
         f1, f2 = self.filters
-        conv = (k * k * c * f1 + f1) + (k * k * f1 * f2 + f2)
-        dense = (self.flat_features * self.dense_units + self.dense_units) + (
-            self.dense_units * self.num_classes + self.num_classes
-        )
-        return conv + dense
+        return {
+            "conv1/kernel": (k, k, c, f1), "conv1/bias": (f1,),
+            "conv2/kernel": (k, k, f1, f2), "conv2/bias": (f2,),
+            "dense1/kernel": (self.flat_features, self.dense_units), "dense1/bias": (self.dense_units,),
+            "dense2/kernel": (self.dense_units, self.num_classes), "dense2/bias": (self.num_classes,),
+        }
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(shape) for shape in self.weight_shapes().values())
 
     def forward_flops(self, batch_size: int) -> int:
         """Multiply-adds x2 of convs and denses for one forward pass (pools, ReLUs ignored)."""

@@ -82,7 +82,9 @@ def test_accuracy(benchmark, xf, accuracy_cell: Cell):
             w.call("setup", cell=xf.payload(cell))
 
             def train_next_seed():
-                runs.append(w.call("train", seed=next(seeds), epochs=p.epochs, augment=cell.augment))
+                seed = next(seeds)  # paired mode: every implementation starts from the reference's weights
+                runs.append(w.call("train", seed=seed, epochs=p.epochs, augment=cell.augment,
+                                   initial_weights=xf.reference_weights(cell, seed)))
 
             benchmark.pedantic(train_next_seed, rounds=len(p.seeds), iterations=1)
         figures = accuracy_figures(runs, p.seeds, p.epochs)

@@ -1,9 +1,10 @@
-"""Framework-neutral training loop over the `Impl` protocol, and its helpers.
+"""Framework-neutral training loop over the `benchmarks.contract.Implementation` interface.
 
-    from benchmarks.training import train, flax_initial_weights
+    from benchmarks import registry
+    from benchmarks.training import train
     impl = registry.load("keras-tf")("keras-tf", spec, cfg, seed=0)
     result = train(impl, dataset, cfg, epochs=10, seed=0,
-                   initial_weights=flax_initial_weights(spec, 0))   # paired mode
+                   initial_weights=registry.reference_weights(spec, 0))   # paired mode
 """
 
 from __future__ import annotations
@@ -15,25 +16,6 @@ from typing import Any, Callable
 import numpy as np
 
 
-def padded(batch: dict, size: int) -> dict:
-    """Pad a (possibly short) host batch to `size` rows and add a 0/1 `mask`."""
-    images = np.asarray(batch["image"], np.uint8)
-    labels = np.asarray(batch["label"], np.int32)
-    n = len(labels)
-    if n > size:
-        raise ValueError(f"batch of {n} is larger than the padded size {size}")
-    mask = np.zeros(size, np.float32)
-    mask[:n] = 1
-    if n < size:
-        images = np.concatenate([images, np.zeros((size - n, *images.shape[1:]), np.uint8)])
-        labels = np.concatenate([labels, np.zeros(size - n, np.int32)])
-    return {"image": images, "label": labels, "mask": mask}
-
-
-# -- training loop ---------------------------------------------------------------------------
-
-
-
 class NonFiniteLoss(RuntimeError):
     """A training loss became NaN or inf; the run is stopped."""
 
@@ -43,23 +25,6 @@ class NonFiniteLoss(RuntimeError):
             f"{impl}: non-finite training loss {value!r} at epoch {epoch}, step {step} "
             f"(0-based); training stopped -- lower the learning rate or check the data"
         )
-
-
-def flax_initial_weights(spec, seed: int) -> dict[str, np.ndarray]:
-    """Flax's initial weights for (spec, seed): what "paired" mode starts every framework from.
-
-    Initialised on the CPU. In a process that must not touch a GPU through JAX
-    (a TensorFlow worker), compute them in another process and pass the dict.
-    """
-    import jax
-
-    from impl_flax.train import init_params
-    from flax import traverse_util
-
-    with jax.default_device(jax.devices("cpu")[0]):
-        params = init_params(spec, seed)
-    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
-    return {k: np.array(v) for k, v in flat.items()}  # writable copies
 
 
 def evaluate_split(impl, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict:
@@ -87,7 +52,7 @@ def train(
 
     - Order and augmentation come from `shared_data.epoch_batches(seed, epoch)`, so every framework
       sees the same batches; with `initial_weights` (paired mode) every framework also starts from
-      the same weights (flax's: `flax_initial_weights`).
+      the same weights (the reference's: `registry.reference_weights`).
     - No host sync inside an epoch: the per-step losses stay on the device and are read once at the
       end of the epoch, where they are checked: a NaN/inf loss raises `NonFiniteLoss`.
     - train_loss is the mean of the step losses of the epoch (weights changing under it, as `fit`

@@ -1,15 +1,12 @@
-"""`KerasImpl`: the adapter for the Keras twin, on the JAX or the TensorFlow backend.
+"""`KerasImpl`: the Keras twin on the contract, on the JAX or the TensorFlow backend.
 
 The backend is whatever Keras was imported with (`registry.load` sets
-KERAS_BACKEND first). The timed step is Keras's own compiled train function
-(`model.make_train_function()`, i.e. what `fit` and `train_on_batch` call),
-driven the way `fit` drives it: no per-step sync, no per-step copy of the
-model state back into the variables. What `train_on_batch` adds on top --
-`float()` of every log (a host sync) and, on JAX, re-assigning every variable
-after every step -- is left out, as `fit` leaves it out.
-
-Per step we reset the loss tracker (as `train_on_batch` does), so the loss
-returned is this batch's loss rather than the running mean `fit` displays.
+KERAS_BACKEND first). The timed steps run Keras's own compiled train function
+(`model.make_train_function()`, what `fit` calls), driven as `fit` drives it:
+no per-step sync and, on JAX, no per-step copy of the state back into the
+variables. `train_step` resets the loss tracker before each step, as
+`train_on_batch` does, so it returns that batch's loss (parity and training
+need it); `run_steps` resets it once, as `fit` does per epoch.
 """
 
 from __future__ import annotations
@@ -19,51 +16,40 @@ from typing import Any
 import keras
 import numpy as np
 
+from benchmarks.contract import Implementation
 from benchmarks.spec import ModelSpec, TrainConfig
 from impl_keras.model import build_model, compile_model
 
-LAYERS = ("conv1", "conv2", "dense1", "dense2")
 
+class KerasImpl(Implementation):
+    timed_region = ("Keras's compiled train function (what fit calls per batch: forward, backward, Adam update, "
+                    "loss-tracker update) on a batch already on the device; metrics reset once before timing")
 
-class KerasImpl:
     def __init__(self, name: str, spec: ModelSpec, train: TrainConfig, seed: int, device: str = "cpu"):
-        if device not in ("cpu", "gpu"):
-            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-        self.name = name
-        self.spec = spec
-        self.train_cfg = train
-        self.seed = seed
+        super().__init__(name, spec, train, seed, device)
         self.backend = keras.backend.backend()
-        if self.backend not in ("jax", "tensorflow"):
-            raise RuntimeError(f"{name}: unsupported Keras backend {self.backend!r}")
-        self._traces = 0
-        self._state = None  # JAX: the live (trainable, non_trainable, optimizer, metrics) state
-        self._state_dirty = False
         if self.backend == "jax":
             import jax
 
-            from impl_flax.impl import jax_device
+            from benchmarks.runtimes import jax_runtime as runtime
 
             self._jax = jax
-            self.device = jax_device(device)
+            self.device = runtime.device(device)
             # Keras-on-JAX creates its variables on JAX's default device.
             jax.config.update("jax_default_device", self.device)
-        else:
+        elif self.backend == "tensorflow":
             import tensorflow as tf
 
+            from benchmarks.runtimes import tf_runtime as runtime
+
             self._tf = tf
-            if device == "gpu":
-                gpus = tf.config.list_physical_devices("GPU")
-                if not gpus:
-                    raise RuntimeError("device='gpu' requested, but TensorFlow sees no GPU")
-                for g in gpus:  # TF otherwise grabs all GPU memory
-                    try:
-                        tf.config.experimental.set_memory_growth(g, True)
-                    except RuntimeError:
-                        pass
-                self.device = "/GPU:0"
-            else:
-                self.device = "/CPU:0"
+            self.device = runtime.device(device)
+        else:
+            raise RuntimeError(f"{name}: unsupported Keras backend {self.backend!r}")
+        self._runtime = runtime
+        self._traces = 0
+        self._state = None  # JAX: the live (trainable, non_trainable, optimizer, metrics) state
+        self._state_dirty = False
         with self._scope():
             keras.utils.set_random_seed(seed)
             self.model = compile_model(build_model(spec, seed), train)
@@ -98,41 +84,28 @@ class KerasImpl:
             self.model._jax_state_synced = False
             self.model.jax_state_sync()
             self._state_dirty = False
-            # The variables now hold these very buffers, and Keras's predict/test/train functions
-            # donate what they are given: re-read the state from the variables at the next step,
-            # as `fit` does after a sync.
+            # The variables now hold these very buffers, and Keras's compiled functions donate
+            # what they are given: re-read the state from the variables at the next step.
             self._state = None
 
-    def _layer(self, name: str):
-        return self.model.get_layer(name)
-
     # -- weights ----------------------------------------------------------------
+    def _variable(self, key: str):
+        """"conv1/kernel" -> that Keras variable (layer names match the neutral keys)."""
+        layer, attr = key.split("/")
+        return getattr(self.model.get_layer(layer), attr)
+
     def num_params(self) -> int:
         return int(self.model.count_params())
 
-    def get_weights(self) -> dict[str, np.ndarray]:
+    def _get_weights(self) -> dict[str, np.ndarray]:
         self._sync_state()
-        out = {}
-        for name in LAYERS:
-            layer = self._layer(name)
-            out[f"{name}/kernel"] = np.array(keras.ops.convert_to_numpy(layer.kernel))
-            out[f"{name}/bias"] = np.array(keras.ops.convert_to_numpy(layer.bias))
-        return out
+        return {key: keras.ops.convert_to_numpy(self._variable(key)) for key in self.spec.weight_shapes()}
 
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        expected = {f"{n}/{p}" for n in LAYERS for p in ("kernel", "bias")}
-        if set(weights) != expected:
-            raise ValueError(f"weight keys differ: expected {sorted(expected)}, got {sorted(weights)}")
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
         self._sync_state()
         with self._scope():
-            for name in LAYERS:
-                layer = self._layer(name)
-                for p in ("kernel", "bias"):
-                    var = getattr(layer, p)
-                    value = np.asarray(weights[f"{name}/{p}"], np.float32)
-                    if value.shape != tuple(var.shape):
-                        raise ValueError(f"{name}/{p}: expected shape {tuple(var.shape)}, got {value.shape}")
-                    var.assign(value)
+            for key, value in weights.items():
+                self._variable(key).assign(value)
             self._reset_optimizer()
         self._state = None  # re-read from the variables at the next step
 
@@ -142,20 +115,12 @@ class KerasImpl:
             return
         lr = getattr(opt, "_learning_rate", None)
         for v in opt.variables:
-            if v is lr:
-                continue
-            v.assign(np.zeros(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)))
+            if v is not lr:
+                v.assign(np.zeros(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)))
 
     # -- devices ----------------------------------------------------------------
     def device_name(self) -> str:
-        if self.backend == "jax":
-            from impl_flax.impl import jax_device_name
-
-            return jax_device_name(self.device)
-        if self.device.startswith("/CPU"):
-            return "cpu"
-        gpu = self._tf.config.list_physical_devices("GPU")[0]
-        return self._tf.config.experimental.get_device_details(gpu).get("device_name", "gpu")
+        return self._runtime.device_name(self.device)
 
     def to_device(self, batch: dict) -> tuple:
         x = np.asarray(batch["image"], np.uint8)
@@ -168,35 +133,37 @@ class KerasImpl:
 
     # -- steps ------------------------------------------------------------------
     def train_step(self, device_batch: tuple) -> Any:
+        """One step and this batch's own loss (the loss tracker reset first, as train_on_batch)."""
+        return self._steps(device_batch, 1, reset_each=True)
+
+    def run_steps(self, device_batch: tuple, n: int) -> Any:
+        """n steps as `fit` runs them: the loss tracker reset once, before the first."""
+        return self._steps(device_batch, n, reset_each=False)
+
+    def _steps(self, device_batch: tuple, n: int, reset_each: bool) -> Any:
         x, y = device_batch
         m = self.model
-        if self.backend == "jax":
-            return self._train_step_jax(x, y)
-        with self._tf.device(self.device):
-            m.make_train_function()
-            m.reset_metrics()  # per-batch loss, as train_on_batch
-            logs = m.train_function(iter([(x, y, None)]))
-        return logs["loss"]
-
-    def _train_step_jax(self, x, y):
-        jax = self._jax
-        m = self.model
+        if self.backend == "tensorflow":
+            with self._tf.device(self.device):
+                m.make_train_function()
+                for i in range(n):
+                    if reset_each or i == 0:
+                        m.reset_metrics()
+                    logs = m.train_function(iter([(x, y, None)]))
+            return logs["loss"]
         if self._state is None:
             m._symbolic_build(data_batch=(x, y, None))
             m.make_train_function()
-            m.reset_metrics()
             self._state = m._get_jax_state(
-                trainable_variables=True,
-                non_trainable_variables=True,
-                optimizer_variables=True,
-                metrics_variables=True,
-                purge_model_variables=False,
+                trainable_variables=True, non_trainable_variables=True,
+                optimizer_variables=True, metrics_variables=True, purge_model_variables=False,
             )
             self._zero_metrics = [np.zeros(tuple(v.shape), v.dtype) for v in m.metrics_variables]
-        tv, ntv, ov, _ = self._state
-        # fresh zeros for the loss tracker (the step donates its state, so no reuse)
-        mv = [jax.device_put(z, self.device) for z in self._zero_metrics]
-        logs, self._state = m.train_function((tv, ntv, ov, mv), iter([(x, y, None)]))
+        for i in range(n):
+            tv, ntv, ov, mv = self._state
+            if reset_each or i == 0:  # fresh zeros (the step donates its state, so no reuse)
+                mv = [self._jax.device_put(z, self.device) for z in self._zero_metrics]
+            logs, self._state = m.train_function((tv, ntv, ov, mv), iter([(x, y, None)]))
         self._state_dirty = True
         return logs["loss"]
 
@@ -205,41 +172,16 @@ class KerasImpl:
             return float(self._jax.block_until_ready(value))
         return float(value.numpy())
 
-    def _predict(self, images: np.ndarray) -> np.ndarray:
+    def logits(self, images: np.ndarray) -> np.ndarray:
         self._sync_state()
         with self._scope():
-            return np.asarray(keras.ops.convert_to_numpy(self.model.predict_on_batch(images)))
-
-    def evaluate(self, batches) -> dict:
-        from benchmarks.training import padded
-
-        loss_sum = correct = count = 0.0
-        size = None
-        for batch in batches:
-            size = size or len(batch["label"])
-            b = padded(batch, size)  # one shape for every batch: no retrace for the last one
-            logits = self._predict(b["image"]).astype(np.float64)
-            mask = b["mask"].astype(bool)
-            logits, labels = logits[mask], b["label"][mask]
-            z = logits - logits.max(-1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-            loss_sum += float(-logp[np.arange(len(labels)), labels].sum())
-            correct += float((logits.argmax(-1) == labels).sum())
-            count += len(labels)
-        if not count:
-            raise ValueError("evaluate() got no batches")
-        return {"loss": loss_sum / count, "accuracy": correct / count, "count": int(count)}
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        return self._predict(np.asarray(images, np.uint8))
+            out = self.model.predict_on_batch(np.asarray(images, np.uint8))
+        return np.asarray(keras.ops.convert_to_numpy(out))
 
     def flops_per_step(self, device_batch: tuple) -> float | None:
         """JAX: XLA cost analysis of Keras's own train step (the function `make_train_function` jits)."""
         if self.backend != "jax":
             return None
-        from impl_flax.impl import cost_analysis_flops
-
-        jax = self._jax
         x, y = device_batch
         m = self.model
         m._symbolic_build(data_batch=(x, y, None))
@@ -249,7 +191,7 @@ class KerasImpl:
             optimizer_variables=True, metrics_variables=True,
         )
         step = type(m).train_step.__get__(m)  # uncounted: this is analysis, not a training trace
-        return cost_analysis_flops(jax.jit(step).lower(state, (x, y, None)).compile())
+        return self._runtime.cost_analysis_flops(self._jax.jit(step).lower(state, (x, y, None)).compile())
 
     def trace_count(self) -> int | None:
         return self._traces

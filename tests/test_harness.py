@@ -16,7 +16,7 @@ import pytest
 from benchmarks.harness import MAX_OVERHEAD, calls_steps, harness_overhead
 from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.store import RunFolder
-from benchmarks.worker import Worker, WorkerError
+from benchmarks.worker_client import Worker, WorkerError
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_KEYS = {
@@ -42,7 +42,7 @@ def payload(tmp_path, impl="flax", image_size=16, batch_size=8, **train) -> dict
 def test_worker_measures_a_step(tmp_path):
     with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
         setup = w.call("setup", cell=payload(tmp_path))
-        assert setup == {"device": "cpu", "params": ModelSpec(16).num_params}
+        assert setup["device"] == "cpu" and setup["params"] == ModelSpec(16).num_params and setup["timed_region"]
         first = w.call("first_step")
         assert first["first_step_s"] > 0 and first["compile_only_s"] > 0 and first["trace_s"] > 0
         assert len(w.call("warmup", n=2)) == 2
@@ -79,10 +79,13 @@ def test_batch_too_large_for_memory_fails_before_allocating(tmp_path):
 
 
 def test_nan_loss_fails_the_accuracy_run(tmp_path):
+    from benchmarks.weights import reference_weights_file
+
+    weights = reference_weights_file(ModelSpec(16), 0, tmp_path / "weights", code_key="test")
     with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
         w.call("setup", cell=payload(tmp_path, learning_rate=1e12))
         with pytest.raises(WorkerError, match="non-finite"):
-            w.call("train", seed=0, epochs=3, augment=False)
+            w.call("train", seed=0, epochs=3, augment=False, initial_weights=str(weights))
 
 
 # ---------------------------------------------------------------- pytest --benchmark-only end to end
@@ -236,9 +239,8 @@ def test_cell_keys_tell_every_setting_apart():
     from benchmarks.harness import Session
     from benchmarks.profiles import PROFILES, cells
 
-    cfg = SimpleNamespace(_xf_code_fingerprint="c", _xf_machine={"machine_class": "m"},
-                          getoption=lambda name: {"xf_home": "/tmp/x", "xf_source": "synthetic"}.get(name))
-    session = Session(cfg, PROFILES["full"], [], ["flax"])
+    cfg = SimpleNamespace(getoption=lambda name: {"xf_home": "/tmp/x", "xf_source": "synthetic"}.get(name))
+    session = Session(cfg, PROFILES["full"], [], ["flax"], machine={"machine_class": "m"}, code="c")
     session.data_summary = lambda cell: {"fingerprint": cell.protocol}
     matrix = cells(PROFILES["full"], ("flax", "keras-jax"), ("cpu", "gpu"))
     assert len({session.cell_key(c) for c in matrix}) == len(matrix)

@@ -57,17 +57,6 @@ for key, d in specs.items():
             }
         w = impl.get_weights()
         out["bias_abs_max"] = max(float(np.abs(v).max()) for k, v in w.items() if k.endswith("/bias"))
-        out["shapes"] = {k: list(v.shape) for k, v in w.items()}
-        rng = np.random.default_rng(1)
-        new = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in w.items()}
-        impl.set_weights(new)
-        back = impl.get_weights()
-        out["roundtrip_exact"] = all(np.array_equal(back[k], new[k]) for k in new)
-        try:
-            impl.set_weights({k: v for k, v in new.items() if k != "dense2/bias"})
-            out["missing_key_error"] = None
-        except ValueError as e:
-            out["missing_key_error"] = str(e)
 print("PROBE" + json.dumps(out))
 """
 
@@ -104,22 +93,6 @@ def test_flax_param_counts(key):
 
         shapes = jax.eval_shape(lambda: init_params(spec, 0))
         assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == expected
-
-
-def test_flax_weights_roundtrip_and_layout():
-    spec = ModelSpec(image_size=16)
-    impl = registry.load("flax")("flax", spec, TrainConfig(), seed=0)
-    w = impl.get_weights()
-    assert sorted(w) == sorted(f"{l}/{p}" for l in ("conv1", "conv2", "dense1", "dense2") for p in ("kernel", "bias"))
-    assert w["conv1/kernel"].shape == (3, 3, 3, 16)  # HWIO
-    assert w["dense1/kernel"].shape == (spec.flat_features, 64)  # (in, out)
-    assert all(np.all(v == 0) for k, v in w.items() if k.endswith("/bias"))
-    rng = np.random.default_rng(0)
-    new = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in w.items()}
-    impl.set_weights(new)
-    assert all(np.array_equal(impl.get_weights()[k], new[k]) for k in new)
-    with pytest.raises(ValueError, match="shape"):
-        impl.set_weights({**new, "dense2/bias": np.zeros(3, np.float32)})
 
 
 def test_flax_initializers_match_origin():
@@ -197,14 +170,6 @@ def test_keras_layer_config(keras_probe):
     for name in ("conv1", "conv2", "dense1", "dense2"):
         assert layers[name]["bias_initializer"] == "Zeros"
     assert probe["bias_abs_max"] == 0.0
-
-
-def test_keras_weights_roundtrip(keras_probe):
-    _, probe = keras_probe
-    assert probe["roundtrip_exact"]
-    assert probe["shapes"]["conv1/kernel"] == [3, 3, 3, 16]
-    assert probe["shapes"]["dense1/kernel"] == [SPECS["32-origin"][0].flat_features, 64]
-    assert "dense2/bias" in probe["missing_key_error"]
 
 
 def test_unknown_impl_name_is_a_clear_error():

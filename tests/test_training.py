@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks import registry
 from benchmarks.spec import ModelSpec, TrainConfig
-from benchmarks.training import NonFiniteLoss, flax_initial_weights, train
+from benchmarks.training import NonFiniteLoss, train
 
 SIZE = 16
 SPEC = ModelSpec(image_size=SIZE, pool_stride=2)
@@ -78,7 +78,7 @@ print("PROBE" + json.dumps(out))
 @pytest.fixture(scope="module")
 def flax_runs():
     ds = tiny_dataset()
-    w0 = flax_initial_weights(SPEC, 0)
+    w0 = registry.reference_weights(SPEC, 0)
     runs = []
     for _ in range(2):
         impl = registry.load("flax")("flax", SPEC, CFG, seed=0)
@@ -86,8 +86,8 @@ def flax_runs():
     return ds, w0, runs
 
 
-@pytest.fixture(scope="module", params=("keras-jax", "keras-tf"))
-def keras_runs(request, flax_runs, tmp_path_factory):
+@pytest.fixture(scope="module", params=[n for n in registry.NAMES if n != registry.REFERENCE])
+def paired_runs(request, flax_runs, tmp_path_factory):
     ds, w0, _ = flax_runs
     path = tmp_path_factory.mktemp("train") / "data.npz"
     np.savez(path, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
@@ -117,8 +117,8 @@ def test_flax_same_seed_same_history(flax_runs):
     assert strip(runs[0][1]["history"]) == strip(runs[1][1]["history"])
 
 
-def test_keras_trains_deterministically(keras_runs):
-    name, out = keras_runs
+def test_others_train_deterministically(paired_runs):
+    name, out = paired_runs
     a, b = out["runs"]
     check_result(a)
     assert a["changed"] and a["impl"] == name
@@ -126,25 +126,25 @@ def test_keras_trains_deterministically(keras_runs):
     assert a["trace_count"] == b["trace_count"]
 
 
-def test_paired_runs_agree_across_frameworks(flax_runs, keras_runs):
+def test_paired_runs_agree_across_frameworks(flax_runs, paired_runs):
     """Same initial weights, same batches, same Adam: the same training curve."""
     _, _, runs = flax_runs
     ref = runs[0][1]["history"]
-    name, out = keras_runs
+    name, out = paired_runs
     for r_ref, r in zip(ref, out["runs"][0]["history"]):
         assert r["train_loss"] == pytest.approx(r_ref["train_loss"], rel=1e-4), name
         assert r["test_loss"] == pytest.approx(r_ref["test_loss"], rel=1e-4), name
         assert r["test_accuracy"] == r_ref["test_accuracy"]
 
 
-def test_keras_nan_raises(keras_runs):
-    name, out = keras_runs
+def test_others_nan_raises(paired_runs):
+    name, out = paired_runs
     assert out["nan_error"] and name in out["nan_error"] and "epoch 0" in out["nan_error"]
 
 
 def test_flax_nan_raises_with_context():
     ds = tiny_dataset()
-    w = flax_initial_weights(SPEC, 0)
+    w = registry.reference_weights(SPEC, 0)
     w["dense2/bias"][:] = np.nan
     impl = registry.load("flax")("flax", SPEC, CFG, seed=0)
     with pytest.raises(NonFiniteLoss, match=r"flax: non-finite training loss nan at epoch 0, step 0"):

@@ -1,0 +1,139 @@
+"""The contract every implementation fulfils, and the logic they all share.
+
+An implementation imports only this module, `benchmarks.spec`, one runtime
+helper module (`benchmarks.runtimes.jax_runtime` or `.tf_runtime`) and its own
+framework. The harness reaches it only through `benchmarks.registry`.
+
+What an implementation must provide (the abstract methods below):
+
+    num_params()                 trainable parameter count
+    _get_weights()               {"conv1/kernel": array, ...} as numpy, HWIO / (in, out) layout
+    _set_weights(weights)        load checked weights and reset the optimizer state
+    device_name()                "cpu" or the accelerator's model name
+    to_device(batch)             place a host batch {"image": uint8 NHWC, "label": int32} once
+    train_step(device_batch)     one optimizer step; returns the batch's loss, not synchronised
+    run_steps(device_batch, n)   n steps as the framework's own loop runs them; the last loss, unsynced
+    sync(value)                  block until `value` is ready; return it as a float
+    logits(images)               uint8 NHWC images -> numpy logits (inference mode)
+    flops_per_step(device_batch) FLOPs of one step from the compiler's cost analysis, or None
+    trace_count()                step traces so far (None where the runtime counts compiles)
+    timed_region                 one sentence: what a timed step contains
+
+Shared here: weight key and shape checks (`get_weights`, `set_weights`) and
+padded evaluation (`evaluate`), so every implementation scores a split the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterable
+
+import numpy as np
+
+from benchmarks.spec import ModelSpec, TrainConfig
+
+DEVICES = ("cpu", "gpu")
+
+
+def padded(batch: dict, size: int) -> dict:
+    """Pad a (possibly short) host batch to `size` rows and add a 0/1 `mask`."""
+    images = np.asarray(batch["image"], np.uint8)
+    labels = np.asarray(batch["label"], np.int32)
+    n = len(labels)
+    if n > size:
+        raise ValueError(f"batch of {n} is larger than the padded size {size}")
+    mask = np.zeros(size, np.float32)
+    mask[:n] = 1
+    if n < size:
+        images = np.concatenate([images, np.zeros((size - n, *images.shape[1:]), np.uint8)])
+        labels = np.concatenate([labels, np.zeros(size - n, np.int32)])
+    return {"image": images, "label": labels, "mask": mask}
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    return device
+
+
+class Implementation(abc.ABC):
+    """Base class of every implementation; see the module docstring for what to provide."""
+
+    backend: str  # "jax" or "tensorflow": which runtime helpers the worker uses
+    timed_region: str
+
+    def __init__(self, name: str, spec: ModelSpec, train: TrainConfig, seed: int, device: str = "cpu"):
+        self.name = name
+        self.spec = spec
+        self.train_cfg = train
+        self.seed = seed
+        self.device_kind = check_device(device)
+
+    # -- weights: checked here, moved by the implementation -----------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: np.array(v) for k, v in self._get_weights().items()}  # writable copies
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load framework-neutral weights (keys and shapes checked); resets the optimizer."""
+        expected = self.spec.weight_shapes()
+        if set(weights) != set(expected):
+            raise ValueError(f"weight keys differ: expected {sorted(expected)}, got {sorted(weights)}")
+        for key, shape in expected.items():
+            if tuple(np.shape(weights[key])) != shape:
+                raise ValueError(f"{key}: expected shape {shape}, got {tuple(np.shape(weights[key]))}")
+        self._set_weights({k: np.asarray(v, np.float32) for k, v in weights.items()})
+
+    # -- evaluation: one padded shape for every batch, scored on the host ---------------------
+    def evaluate(self, batches: Iterable[dict]) -> dict:
+        """{"loss", "accuracy", "count"} over host batches; the last, shorter one is padded
+        to the first one's size so that no batch triggers a new compile."""
+        loss_sum = correct = count = 0.0
+        size = None
+        for batch in batches:
+            size = size or len(batch["label"])
+            b = padded(batch, size)
+            mask = b["mask"].astype(bool)
+            logits = np.asarray(self.logits(b["image"]), np.float64)[mask]
+            labels = b["label"][mask]
+            z = logits - logits.max(-1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+            loss_sum += float(-logp[np.arange(len(labels)), labels].sum())
+            correct += float((logits.argmax(-1) == labels).sum())
+            count += len(labels)
+        if not count:
+            raise ValueError("evaluate() got no batches")
+        return {"loss": loss_sum / count, "accuracy": correct / count, "count": int(count)}
+
+    # -- what each implementation provides ----------------------------------------------
+    @abc.abstractmethod
+    def num_params(self) -> int: ...
+
+    @abc.abstractmethod
+    def _get_weights(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None: ...
+
+    @abc.abstractmethod
+    def device_name(self) -> str: ...
+
+    @abc.abstractmethod
+    def to_device(self, batch: dict) -> Any: ...
+
+    @abc.abstractmethod
+    def train_step(self, device_batch: Any) -> Any: ...
+
+    @abc.abstractmethod
+    def run_steps(self, device_batch: Any, n: int) -> Any: ...
+
+    @abc.abstractmethod
+    def sync(self, value: Any) -> float: ...
+
+    @abc.abstractmethod
+    def logits(self, images: np.ndarray) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def flops_per_step(self, device_batch: Any) -> float | None: ...
+
+    @abc.abstractmethod
+    def trace_count(self) -> int | None: ...

@@ -1,0 +1,27 @@
+"""Framework runtime helpers, one module per runtime, each with the same functions.
+
+Any implementation, and the worker, may use them: device lookup and naming,
+XLA cost analysis, the matmul rate, memory figures, compile-event listeners.
+`for_backend(backend)` imports only the one asked for (a TensorFlow worker never
+imports JAX, and the other way round).
+"""
+
+from __future__ import annotations
+
+import importlib
+import resource
+
+MODULES = {"jax": "benchmarks.runtimes.jax_runtime", "tensorflow": "benchmarks.runtimes.tf_runtime"}
+
+
+def for_backend(backend: str):
+    try:
+        return importlib.import_module(MODULES[backend])
+    except KeyError:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(MODULES)}") from None
+
+
+def process_peak_rss() -> dict:
+    """The process's peak resident memory: the memory figure on a CPU."""
+    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "memory_source": "process peak RSS"}

@@ -1,0 +1,100 @@
+"""JAX runtime helpers: devices, cost analysis, matmul rate, memory, compile events."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.runtimes import process_peak_rss
+
+# jax.monitoring duration events of one compile, by the name the results use
+COMPILE_EVENTS = {
+    "trace_s": "/jax/core/compile/jaxpr_trace_duration",
+    "lower_s": "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "compile_only_s": "/jax/core/compile/backend_compile_duration",
+}
+
+
+def device(kind: str) -> jax.Device:
+    """The first JAX device of kind "cpu" or "gpu"; a clear error when there is none."""
+    if kind == "cpu":
+        return jax.devices("cpu")[0]
+    if kind == "gpu":
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError as e:
+            raise RuntimeError(f"device='gpu' requested, but JAX sees no GPU ({e})") from None
+    raise ValueError(f"device must be 'cpu' or 'gpu', got {kind!r}")
+
+
+def device_name(dev: jax.Device) -> str:
+    return "cpu" if dev.platform == "cpu" else dev.device_kind
+
+
+def cost_analysis_flops(compiled) -> float | None:
+    """FLOPs from XLA's cost analysis of a compiled function, or None where XLA gives none."""
+    ca = compiled.cost_analysis()
+    if isinstance(ca, (list, tuple)):  # older jax returned one dict per device
+        ca = ca[0] if ca else None
+    if not ca or "flops" not in ca:
+        return None
+    return float(ca["flops"])
+
+
+def matmul_rate(kind: str, n: int, repeats: int = 5) -> float:
+    """Best float32 n x n matmul rate (FLOP/s) on the device."""
+    a = jax.device_put(jnp.ones((n, n), jnp.float32), device(kind))
+    mm = jax.jit(lambda x: x @ x)
+    mm(a).block_until_ready()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mm(a).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def memory_limit_bytes(kind: str) -> int | None:
+    """The device's memory limit, where JAX reports one (GPUs); None on the CPU."""
+    if kind == "cpu":
+        return None
+    return (device(kind).memory_stats() or {}).get("bytes_limit")
+
+
+def peak_memory(kind: str) -> dict:
+    if kind != "cpu":
+        stats = device(kind).memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            return {"peak_memory_bytes": stats["peak_bytes_in_use"], "memory_source": "device peak_bytes_in_use"}
+    return process_peak_rss()
+
+
+class CompileEvents:
+    """Sums jax.monitoring's compile durations and counts backend compiles, from `listen()` on."""
+
+    supported = True
+
+    def __init__(self):
+        self.durations: dict[str, float] = {}
+        self.compiles = 0
+
+    def listen(self) -> None:
+        names = {v: k for k, v in COMPILE_EVENTS.items()}
+
+        def on_duration(event, duration, **kwargs):
+            if event in names:
+                self.durations[names[event]] = self.durations.get(names[event], 0.0) + duration
+            if event == COMPILE_EVENTS["compile_only_s"]:
+                self.compiles += 1
+
+        jax.monitoring.register_event_duration_secs_listener(on_duration)
+
+    def split(self) -> dict:
+        """trace / lower / compile seconds since the last `clear()`."""
+        return {k: self.durations.get(k) for k in COMPILE_EVENTS}
+
+    def clear(self) -> None:
+        self.durations.clear()

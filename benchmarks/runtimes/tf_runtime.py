@@ -1,0 +1,77 @@
+"""TensorFlow runtime helpers, with the same functions as `jax_runtime`."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import tensorflow as tf
+
+from benchmarks.runtimes import process_peak_rss
+
+COMPILE_EVENTS = ("trace_s", "lower_s", "compile_only_s")
+
+
+def device(kind: str) -> str:
+    """The TF device string for "cpu" or "gpu"; lets a GPU's memory grow instead of taking it all."""
+    if kind == "cpu":
+        return "/CPU:0"
+    if kind != "gpu":
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {kind!r}")
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise RuntimeError("device='gpu' requested, but TensorFlow sees no GPU")
+    for g in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(g, True)
+        except RuntimeError:  # already initialised: the setting stays as it was
+            pass
+    return "/GPU:0"
+
+
+def device_name(dev: str) -> str:
+    if dev.startswith("/CPU"):
+        return "cpu"
+    gpu = tf.config.list_physical_devices("GPU")[0]
+    return tf.config.experimental.get_device_details(gpu).get("device_name", "gpu")
+
+
+def matmul_rate(kind: str, n: int, repeats: int = 5) -> float:
+    """Best float32 n x n matmul rate (FLOP/s), XLA-compiled as the Keras steps are."""
+    with tf.device(device(kind)):
+        a = tf.ones((n, n), tf.float32)
+    mm = tf.function(lambda x: tf.reduce_sum(tf.linalg.matmul(x, x)), jit_compile=True)
+    mm(a).numpy()  # a scalar back, so the copy is not timed
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mm(a).numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def memory_limit_bytes(kind: str) -> int | None:
+    return None  # TensorFlow does not report a GPU's size before allocating
+
+
+def peak_memory(kind: str) -> dict:
+    if kind != "cpu":
+        info = tf.config.experimental.get_memory_info("GPU:0")
+        return {"peak_memory_bytes": info["peak"], "memory_source": "device peak (TensorFlow)"}
+    return process_peak_rss()
+
+
+class CompileEvents:
+    """TensorFlow has no compile-event stream: compiles are counted as step traces by the implementation."""
+
+    supported = False
+    compiles = 0
+
+    def listen(self) -> None:
+        pass
+
+    def split(self) -> dict:
+        return dict.fromkeys(COMPILE_EVENTS)
+
+    def clear(self) -> None:
+        pass
