@@ -11,7 +11,7 @@ COMMANDS = {
     "data": ("shared_data.cli", "prepare (or reuse) the preprocessed dataset cache and summarise it"),
     "parity": ("benchmarks.parity", "prove the implementations compute the same network"),
     "report": ("reports.cli", "build the HTML report from result files or run folders"),
-    "gate": ("benchmarks.gate", "fail when step time regressed against the committed baseline"),
+    "gate": ("benchmarks.gate.cli", "fail when step time regressed against the committed baseline"),
 }
 
 

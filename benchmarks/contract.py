@@ -12,15 +12,16 @@ What an implementation must provide (the abstract methods below):
     device_name()                "cpu" or the accelerator's model name
     to_device(batch)             place a host batch {"image": uint8 NHWC, "label": int32} once
     train_step(device_batch)     one optimizer step; returns the batch's loss, not synchronised
-    run_steps(device_batch, n)   n steps as the framework's own loop runs them; the last loss, unsynced
     sync(value)                  block until `value` is ready; return it as a float
     logits(images)               uint8 NHWC images -> numpy logits (inference mode)
     flops_per_step(device_batch) FLOPs of one step from the compiler's cost analysis, or None
     trace_count()                step traces so far (None where the runtime counts compiles)
     timed_region                 one sentence: what a timed step contains
 
-Shared here: weight key and shape checks (`get_weights`, `set_weights`) and
-padded evaluation (`evaluate`), so every implementation scores a split the same way.
+Shared here: weight key and shape checks (`get_weights`, `set_weights`), padded
+evaluation (`evaluate`), so every implementation scores a split the same way, and
+`run_steps`, the timed body: n `train_step`s, unless the framework's own loop does
+less per step than `train_step` (Keras resets its metrics once per epoch, not per step).
 """
 
 from __future__ import annotations
@@ -104,6 +105,14 @@ class Implementation(abc.ABC):
             raise ValueError("evaluate() got no batches")
         return {"loss": loss_sum / count, "accuracy": correct / count, "count": int(count)}
 
+    # -- the timed steps: n train steps unless the framework's own loop does less per step --
+    def run_steps(self, device_batch: Any, n: int) -> Any:
+        """n steps as the framework's own training loop runs them; the last loss, not synchronised."""
+        loss = None
+        for _ in range(n):
+            loss = self.train_step(device_batch)
+        return loss
+
     # -- what each implementation provides ----------------------------------------------
     @abc.abstractmethod
     def num_params(self) -> int: ...
@@ -122,9 +131,6 @@ class Implementation(abc.ABC):
 
     @abc.abstractmethod
     def train_step(self, device_batch: Any) -> Any: ...
-
-    @abc.abstractmethod
-    def run_steps(self, device_batch: Any, n: int) -> Any: ...
 
     @abc.abstractmethod
     def sync(self, value: Any) -> float: ...

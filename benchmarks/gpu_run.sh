@@ -4,7 +4,8 @@
 # Installs the carried wheels, measures every cell on the GPU -- step time on same-shaped synthetic
 # 300x300 batches made there (timing does not depend on pixel values), accuracy on the carried real
 # 64x64 archive -- and writes OUT_DIR/gpu-<profile>.json; copy it to reports/published/ to publish.
-# XF_PROFILE, XF_DEVICES and XF_IMPLS override the profile (default full), devices (gpu), impls (all).
+# XF_PROFILE, XF_DEVICES and XF_IMPLS override the profile (default full), devices (gpu) and impls
+# (default: every registered one; those whose framework the image lacks are skipped, with the reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-reports/gpu}}
@@ -20,7 +21,7 @@ set +e
 # only our two plugins: xfbench is not pip-installed there, and the image's other plugins stay out
 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 timeout "${XF_TIMEOUT:-570}" \
   python3 -m pytest -p pytest_benchmark.plugin -p benchmarks.plugin benchmarks/test_matrix.py --benchmark-only -q \
-  --xf-profile="$profile" --xf-devices="${XF_DEVICES:-gpu}" --xf-impls="${XF_IMPLS:-flax,keras-jax,keras-tf}" \
+  --xf-profile="$profile" --xf-devices="${XF_DEVICES:-gpu}" ${XF_IMPLS:+--xf-impls="$XF_IMPLS"} \
   --xf-source=archive --xf-data-dir=.carry/hoh-64.npz --xf-step-source=synthetic \
   --xf-home=/tmp/xf-home --xf-report="$out/index.html" \
   --benchmark-storage="file://$out/history" --benchmark-json="$out/gpu-$profile.json" "$@" 2>&1 | tee "$out/gpu-$profile.log"

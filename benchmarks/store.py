@@ -16,43 +16,13 @@ import re
 import secrets
 import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
-
-class ResultFileError(ValueError):
-    """A result file that cannot be read; the message names it."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace: readers never see a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+from reports.files import ResultFileError, read_json, write_atomic  # noqa: F401  (re-exported)
 
 
 def write_json(path: Path, obj) -> None:
     write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultFileError(f"{path}: unreadable result file ({e}); delete or fix it") from None
 
 
 def now_iso() -> str:

@@ -49,24 +49,15 @@ class FlaxImpl(Implementation):
         return jax_runtime.device_name(self.device)
 
     def to_device(self, batch: dict) -> dict:
-        return {
-            "image": jax.device_put(np.asarray(batch["image"], np.uint8), self.device),
-            "label": jax.device_put(np.asarray(batch["label"], np.int32), self.device),
-        }
+        return jax_runtime.put_batch(batch, self.device)
 
     # -- steps ------------------------------------------------------------------
     def train_step(self, device_batch: dict) -> jax.Array:
         self.state, metrics = T.train_step(self.state, device_batch)
         return metrics["loss"]
 
-    def run_steps(self, device_batch: dict, n: int) -> jax.Array:
-        loss = None
-        for _ in range(n):
-            loss = self.train_step(device_batch)
-        return loss
-
     def sync(self, value: Any) -> float:
-        return float(jax.block_until_ready(value))
+        return jax_runtime.to_float(value)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         x = jax.device_put(np.asarray(images, np.uint8), self.device)

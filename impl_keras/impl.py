@@ -123,13 +123,8 @@ class KerasImpl(Implementation):
         return self._runtime.device_name(self.device)
 
     def to_device(self, batch: dict) -> tuple:
-        x = np.asarray(batch["image"], np.uint8)
-        y = np.asarray(batch["label"], np.int32)
-        if self.backend == "jax":
-            return (self._jax.device_put(x, self.device), self._jax.device_put(y, self.device))
-        with self._tf.device(self.device):
-            # tf.identity under the device scope places a copy there (convert_to_tensor alone may not)
-            return (self._tf.identity(self._tf.constant(x)), self._tf.identity(self._tf.constant(y)))
+        placed = self._runtime.put_batch(batch, self.device)
+        return placed["image"], placed["label"]
 
     # -- steps ------------------------------------------------------------------
     def train_step(self, device_batch: tuple) -> Any:
@@ -168,9 +163,7 @@ class KerasImpl(Implementation):
         return logs["loss"]
 
     def sync(self, value: Any) -> float:
-        if self.backend == "jax":
-            return float(self._jax.block_until_ready(value))
-        return float(value.numpy())
+        return self._runtime.to_float(value)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         self._sync_state()

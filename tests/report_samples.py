@@ -9,7 +9,9 @@ be built and looked at before (and independently of) a real benchmark run:
 * `partial_run(dir)`  an interrupted run folder: planned cells without a file are missing;
 * `corrupt(path)`     a truncated JSON file;
 * `history(dir)`      a pytest-benchmark storage folder with four commits, the last one slower;
-* `gate(path)`        the gate's verdict marking that regression.
+* `gate(path)`        the gate's verdict marking that regression;
+* `new_impls(dir)`    a third box that also runs two implementations no code has heard of
+                      ("jax-raw", "flax-nnx"): results and a history of two commits.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import random
 from pathlib import Path
 
 IMPLS = (("flax", "jax"), ("keras-jax", "jax"), ("keras-tf", "tensorflow"))
+NEW_IMPLS = (("flax", "jax"), ("jax-raw", "jax"), ("flax-nnx", "jax"))  # listed in this order, not alphabetically
 VERSIONS = {"jax": "0.10.2", "jaxlib": "0.10.2", "flax": "0.12.8", "optax": "0.2.8", "keras": "3.15.0",
             "tensorflow": "2.21.0", "tensorflow_datasets": "4.9.10"}
 FP = "3f9a0c2e7d41b58e9c0d6a1f2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e"
@@ -69,14 +72,14 @@ def _stats(median, rng, rounds=20):
 
 
 def step_cell(impl, backend, device, bs, image_size, stride, base_ms, rng, peak, steps_per_call=1, data="real"):
-    factor = {"flax": 1.0, "keras-jax": 1.06, "keras-tf": 1.55}[impl]
+    factor = {"flax": 1.0, "keras-jax": 1.06, "keras-tf": 1.55}.get(impl, 1.2)
     step = base_ms * 1e-3 * factor * (bs / 32) ** 0.92 * rng.uniform(0.97, 1.03)
     fwd = 2 * image_size ** 2 * 27 * 16
     s1 = (image_size - 2) // stride + 1
     s2 = (s1 - 2) // stride + 1
     fwd += 2 * s1 * s1 * 9 * 16 * 32 + 2 * s2 * s2 * 32 * 64
     flops = 3 * fwd * bs
-    compile_s = {"flax": 0.9, "keras-jax": 1.7, "keras-tf": 3.2}[impl] * (1.6 if device != "cpu" else 1.0) * rng.uniform(0.95, 1.05)
+    compile_s = {"flax": 0.9, "keras-jax": 1.7, "keras-tf": 3.2}.get(impl, 1.3) * (1.6 if device != "cpu" else 1.0) * rng.uniform(0.95, 1.05)
     jaxy = backend == "jax"
     stats = _stats(step * steps_per_call, rng)
     extra = {
@@ -119,17 +122,25 @@ def acc_cell(impl, backend, device, protocol, augment, rng, epochs=8, seeds=(0, 
     return f"test_accuracy[{impl}-{protocol}-{'aug' if augment else 'noaug'}]", extra
 
 
-def parity_extra(image_size=64, stride=1, tf_logit=5.5e-7):
+def parity_extra(image_size=64, stride=1, tf_logit=5.5e-7, impls=IMPLS):
     p = params(image_size, stride)
+    rows = {
+        "flax": {"params": p, "max_abs_logit_diff": 0.0, "max_rel_loss_diff": 0.0, "max_rel_loss_diff_native_adam": 0.0},
+        "keras-jax": {"params": p, "max_abs_logit_diff": 0.0, "max_rel_loss_diff": 7.9e-8, "max_rel_loss_diff_native_adam": 1.2e-3},
+        "keras-tf": {"params": p, "max_abs_logit_diff": tf_logit, "max_rel_loss_diff": 3.1e-6, "max_rel_loss_diff_native_adam": 1.2e-3},
+    }
+    other = {"params": p, "max_abs_logit_diff": 1.2e-7, "max_rel_loss_diff": 2.0e-7, "max_rel_loss_diff_native_adam": 4.0e-4}
     return {"kind": "parity", "status": "ok", "parity": {
         "spec": spec(image_size, stride),
-        "impls": {
-            "flax": {"params": p, "max_abs_logit_diff": 0.0, "max_rel_loss_diff": 0.0, "max_rel_loss_diff_native_adam": 0.0},
-            "keras-jax": {"params": p, "max_abs_logit_diff": 0.0, "max_rel_loss_diff": 7.9e-8, "max_rel_loss_diff_native_adam": 1.2e-3},
-            "keras-tf": {"params": p, "max_abs_logit_diff": tf_logit, "max_rel_loss_diff": 3.1e-6, "max_rel_loss_diff_native_adam": 1.2e-3},
-        },
+        "impls": {name: rows.get(name, other) for name, _ in impls},
         "bounds": {"max_abs_logit_diff": 1e-5, "max_rel_loss_diff": 1e-5},
     }}
+
+
+def _bench(group: str, name: str, stats, extra: dict, fullname: str | None = None) -> dict:
+    """One entry of a pytest-benchmark JSON file's 'benchmarks' list."""
+    return {"group": group, "name": name, "fullname": fullname or name, "params": {}, "stats": stats,
+            "options": {}, "extra_info": extra}
 
 
 def _write(path: Path, obj) -> Path:
@@ -179,16 +190,14 @@ def gpu_json(path: Path) -> Path:
                 base = 2.4 if stride == 1 else 0.9
                 name, stats, extra = step_cell(impl, backend, "NVIDIA H100 80GB HBM3", bs, 300, stride, base, rng,
                                                peak=6.1e14, steps_per_call=10, data="synthetic")
-                benches.append({"group": "step", "name": name, "fullname": f"benchmarks/test_step.py::{name}",
-                                "params": {"impl": impl, "batch_size": bs}, "param": f"{impl}-{bs}", "stats": stats,
-                                "options": {}, "extra_info": extra})
+                benches.append({**_bench("step", name, stats, extra, f"benchmarks/test_step.py::{name}"),
+                                "params": {"impl": impl, "batch_size": bs}, "param": f"{impl}-{bs}"})
         for protocol, aug in (("original", False), ("resplit", False), ("original", True), ("resplit", True)):
             name, extra = acc_cell(impl, backend, "NVIDIA H100 80GB HBM3", protocol, aug, rng, epochs=12,
                                    seeds=(0, 1, 2, 3, 4), image_size=300, data="synthetic")
-            benches.append({"group": "accuracy", "name": name, "fullname": f"benchmarks/test_accuracy.py::{name}",
-                            "params": {}, "stats": None, "options": {}, "extra_info": extra})
-    benches.append({"group": "parity", "name": "test_parity", "fullname": "benchmarks/test_parity.py::test_parity",
-                    "params": {}, "stats": None, "options": {}, "extra_info": parity_extra(300, 1, 2.1e-6)})
+            benches.append(_bench("accuracy", name, None, extra, f"benchmarks/test_accuracy.py::{name}"))
+    benches.append(_bench("parity", "test_parity", None, parity_extra(300, 1, 2.1e-6),
+                          "benchmarks/test_parity.py::test_parity"))
     return _write(path, {
         "machine_info": machine_info("gpu", profile="full"),
         "commit_info": {"id": "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678", "time": "2025-01-01T11:00:00+00:00",
@@ -236,8 +245,7 @@ def history(root: Path) -> Path:
             for bs in (16, 32):
                 base = 38.0 * (1.25 if (impl == "keras-jax" and i == 3) else 1.0) * (1 - 0.02 * i)
                 name, stats, extra = step_cell(impl, backend, "cpu", bs, 64, 1, base, rng, peak=2.6e11)
-                benches.append({"group": "step", "name": name, "fullname": name, "params": {}, "stats": stats,
-                                "options": {}, "extra_info": extra})
+                benches.append(_bench("step", name, stats, extra))
         _write(storage / f"{i + 1:04d}_{commit}_20250101_12000{i}.json", {
             "machine_info": machine_info("cpu"),
             "commit_info": {"id": commit + "0" * 30, "time": f"2024-12-2{i}T10:00:00+00:00",
@@ -251,6 +259,32 @@ def gate(path: Path) -> Path:
         {"impl": "keras-jax", "device": "cpu", "batch_size": 16, "image_size": 64, "ratio": 1.24, "confidence": 0.99},
         {"impl": "keras-jax", "device": "cpu", "batch_size": 32, "image_size": 64, "ratio": 1.26, "confidence": 0.99},
     ]})
+
+
+def new_impls(root: Path) -> dict:
+    """The box "nnx-box" runs flax, "jax-raw" and "flax-nnx": step, accuracy and parity cells in a
+    pytest-benchmark JSON file, and a storage folder with the step cells of two commits."""
+    info = machine_info("cpu")
+    info["node"] = "nnx-box"
+    rng = random.Random(4)
+    benches = []
+    for impl, backend in NEW_IMPLS:
+        for bs in (16, 32):
+            benches.append(_bench("step", *step_cell(impl, backend, "cpu", bs, 64, 1, 30.0, rng, peak=2.6e11)))
+        name, extra = acc_cell(impl, backend, "cpu", "original", False, rng, epochs=4)
+        benches.append(_bench("accuracy", name, None, extra))
+    benches.append(_bench("parity", "test_parity", None, parity_extra(impls=NEW_IMPLS)))
+    results = _write(root / "results" / "nnx-box.json", {
+        "machine_info": info, "benchmarks": benches, "datetime": "2025-01-03T10:00:00+00:00", "version": "5.3.0",
+        "commit_info": {"id": "b" * 40, "time": "2025-01-03T09:00:00+00:00", "dirty": False}})
+    storage = root / "nnx-history" / "Linux-CPython-3.11-64bit"
+    for i, commit in enumerate(("4e5f607182", "5f60718293")):
+        steps = [_bench("step", *step_cell(impl, backend, "cpu", 32, 64, 1, 30.0 + i, rng, peak=2.6e11))
+                 for impl, backend in NEW_IMPLS]
+        _write(storage / f"{i + 1:04d}_{commit}.json", {
+            "machine_info": info, "benchmarks": steps, "datetime": f"2025-01-0{i + 1}T12:00:00+00:00",
+            "commit_info": {"id": commit + "0" * 30, "time": f"2025-01-0{i + 1}T10:00:00+00:00", "dirty": False}})
+    return {"results": results, "history": storage.parent}
 
 
 def everything(root: Path) -> dict:

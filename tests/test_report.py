@@ -13,9 +13,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report_samples  # noqa: E402  (test fixtures)
 
-from reports import build as rb  # noqa: E402
 from reports import cli as rcli  # noqa: E402
-from reports import plots  # noqa: E402
+from reports import loading, plots, render, views  # noqa: E402
+from reports.build import ReportError, build_report  # noqa: E402
 
 SECTIONS = ("verdict", "identity", "plots", "data", "environment", "problems")
 
@@ -29,13 +29,13 @@ def samples(tmp_path_factory):
 def full(samples, tmp_path_factory):
     """The whole sample set rendered once: CPU run folder + partial run + GPU JSON + corrupt + wrong shape."""
     out = tmp_path_factory.mktemp("site") / "index.html"
-    model = rb.load(
+    model = loading.load(
         [samples["cpu_run"], samples["partial_run"], samples["gpu_json"], samples["corrupt"], samples["wrong_shape"]],
         history_dir=samples["history"], include_published=False, gate_file=samples["gate"],
     )
     figs = plots.all_figures(model)
-    html = rb.render(model, figures=figs)
-    rb.write_atomic(out, html)
+    html = render.render(model, figures=figs)
+    render.write_page(out, html)
     model.figures = figs  # for test_all_plots_drawn_with_machine_tags
     return model, html, out
 
@@ -73,12 +73,12 @@ def test_self_contained_no_network_reference(full):
 
 def test_two_machines_side_by_side(full):
     model, html, _ = full
-    env = rb.environment(model)
+    env = views.environment(model)
     assert env["machines"] == ["cpu-box", "gpu-box"]
     row = dict(env["rows"])
     assert row["GPUs"] == ["none", "NVIDIA H100 80GB HBM3"]
     assert "Intel(R) Xeon(R) Platinum 8370C" in row["CPU"][0]
-    devices = {(b["machine"], b["device"]) for b in rb.verdict(model)}
+    devices = {(b["machine"], b["device"]) for b in views.verdict(model)}
     assert devices == {("cpu-box", "cpu"), ("gpu-box", "NVIDIA H100 80GB HBM3")}
     # both machines have their own tagged throughput figure
     for label, dev in (("cpu-box", "CPU (Intel"), ("gpu-box", "NVIDIA H100 80GB HBM3")):
@@ -87,7 +87,7 @@ def test_two_machines_side_by_side(full):
 
 def test_verdict_ratios_and_rankings(full):
     model, html, _ = full
-    blocks = {b["machine"]: b for b in rb.verdict(model)}
+    blocks = {b["machine"]: b for b in views.verdict(model)}
     cpu = blocks["cpu-box"]
     assert cpu["headline"][0]["impl"] == "flax" and cpu["headline"][0]["ratio"] == pytest.approx(1.0)
     assert [h["impl"] for h in cpu["headline"]] == ["flax", "keras-jax", "keras-tf"]
@@ -112,7 +112,7 @@ def test_partial_run_shows_missing_cells(full):
 
 def test_failed_and_skipped_cells_have_reasons(full):
     model, html, _ = full
-    rows = {p["status"]: p for p in rb.problems(model)}
+    rows = {p["status"]: p for p in views.problems(model)}
     assert "out of memory" in rows["failed"]["reason"]
     assert rows["skipped"]["reason"] == "no GPU visible on this machine"
     assert "no GPU visible on this machine" in html
@@ -126,14 +126,14 @@ def test_corrupt_and_wrong_shape_files_are_named_and_skipped(full, samples, caps
     assert "not valid JSON" in skipped["broken.json"]
     assert "unrecognised shape" in skipped["list.json"]
     assert str(samples["corrupt"]) in html and str(samples["wrong_shape"]) in html
-    rb.load([samples["corrupt"]], include_published=False)
+    loading.load([samples["corrupt"]], include_published=False)
     err = capsys.readouterr().err
     assert "skipped" in err and "broken.json" in err
 
 
 def test_data_source_said_plainly(full):
     model, html, _ = full
-    rows, mismatch = rb.data_view(model)
+    rows, mismatch = views.data_view(model)
     by = {r["machine"]: r for r in rows}
     assert by["cpu-box"]["plain"].startswith("REAL data, read from a local folder")
     assert by["gpu-box"]["synthetic"] and "SYNTHETIC" in by["gpu-box"]["plain"]
@@ -144,7 +144,7 @@ def test_data_source_said_plainly(full):
 
 def test_identity_parity_and_stride_note(full):
     model, html, _ = full
-    ident = rb.identity(model)
+    ident = views.identity(model)
     assert {p["machine"] for p in ident["parity"]} == {"cpu-box", "gpu-box"}
     cpu = next(p for p in ident["parity"] if p["machine"] == "cpu-box")
     assert cpu["same_params"] and cpu["rows"][0]["params"] == 7_877_794
@@ -170,15 +170,68 @@ def test_all_plots_drawn_with_machine_tags(full):
     assert hist["gpu-box"].uri is None and "one commit" in hist["gpu-box"].note
 
 
-def test_one_colour_per_implementation():
-    colors = plots.impl_colors(["keras-tf", "flax", "keras-jax", "equinox"])
-    assert colors["flax"] == "#0072B2" and colors["keras-jax"] == "#E69F00" and colors["keras-tf"] == "#009E73"
-    assert len(set(colors.values())) == len(colors)
-    assert all(c in plots.OKABE_ITO for c in colors.values())
+def _chip(name: str, color: str) -> str:
+    """How the page names an implementation: its colour swatch, then its name."""
+    return f'<span class="impl"><i style="background:{color}"></i>{name}</span>'
+
+
+def test_one_colour_per_implementation(full):
+    model, html, _ = full
+    impls = views.Impls.of(model)
+    assert impls.names == ["flax", "keras-jax", "keras-tf"]  # the order the results list them in
+    assert impls.colors == dict(zip(impls.names, views.OKABE_ITO))
+    for name, color in impls.colors.items():
+        assert _chip(name, color) in html
+
+
+def test_implementations_no_code_knows_get_columns_plots_and_colours(samples, tmp_path):
+    new = report_samples.new_impls(tmp_path)
+    model = loading.load([samples["cpu_run"], new["results"]], history_dir=new["history"], include_published=False)
+    impls = views.Impls.of(model)
+    # order of first appearance (jax-raw is listed before flax-nnx), each its own Okabe-Ito colour
+    assert impls.names == ["flax", "keras-jax", "keras-tf", "jax-raw", "flax-nnx"]
+    assert impls.colors == dict(zip(impls.names, views.OKABE_ITO))
+    unknown = ("jax-raw", "flax-nnx")
+
+    block = next(b for b in views.verdict(model) if b["machine"] == "nnx-box")
+    for name in unknown:
+        assert name in {h["impl"] for h in block["headline"]} and name in {r["impl"] for r in block["compile"]}
+        assert all(name in g["by_impl"] for g in block["speed"]) and all(name in c["by_impl"] for c in block["acc_table"])
+    parity = next(p for p in views.identity(model)["parity"] if p["machine"] == "nnx-box")
+    assert [r["impl"] for r in parity["rows"]] == ["flax", "jax-raw", "flax-nnx"]
+
+    figs = plots.all_figures(model)
+    html = render.render(model, figures=figs)
+    sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', html, re.DOTALL))
+    for name in unknown:
+        chip = _chip(name, impls.colors[name])
+        assert chip in html.split("<main>")[0]  # the legend at the top
+        assert f"<th>{chip}</th>" in sections["verdict"]  # the step-time table
+        assert chip in sections["identity"] and chip in sections["plots"]
+    drawn = [f for fs in figs.values() for f in fs if f.uri and f.machine == "nnx-box"]
+    assert {f.group for f in drawn} == {"throughput", "compile", "accuracy", "mfu", "history"}
+    for f in drawn:
+        svg = base64.b64decode(f.uri.split(",", 1)[1]).decode().lower()
+        for name in unknown:
+            assert name in svg and impls.colors[name].lower() in svg, (f.id, name)
+
+
+def test_a_run_folder_lists_implementations_in_its_planned_order(tmp_path):
+    run = tmp_path / "run"
+    (run / "cells").mkdir(parents=True)
+    planned = {"step-zz": "zz-impl", "step-aa": "aa-impl"}  # file names sort the other way round
+    for cid, impl in planned.items():
+        (run / "cells" / f"{cid}.json").write_text(json.dumps(
+            {"id": cid, "kind": "step", "status": "ok", "stats": {"median": 0.01},
+             "extra_info": {"impl": impl, "device": "cpu", "batch_size": 8}}))
+    (run / "run.json").write_text(json.dumps({"run_id": "run", "finished": "2025-01-01T00:00:00",
+                                              "planned": list(planned)}))
+    model = loading.load([run], include_published=False)
+    assert views.Impls.of(model).names == ["zz-impl", "aa-impl"]
 
 
 def test_plots_without_data_show_a_note(tmp_path):
-    out = rb.build_report([], tmp_path / "index.html", include_published=False)
+    out = build_report([], tmp_path / "index.html", include_published=False)
     html = out.read_text()
     assert html.count('class="nodata"') >= 5 and "No data:" in html and "No results." in html
     for sid in SECTIONS:
@@ -197,14 +250,14 @@ def test_tolerates_missing_keys(tmp_path):
     (run / "cells").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"run_id": "r1", "finished": None, "planned": ["a", "b"]}))
     (run / "cells" / "a.json").write_text(json.dumps({"id": "a", "kind": "step", "status": "ok"}))
-    out = rb.build_report([p, run], tmp_path / "out" / "index.html", include_published=False)
+    out = build_report([p, run], tmp_path / "out" / "index.html", include_published=False)
     html = out.read_text()
     assert "test_step[keras-tf]" in html and "(no reason given)" in html
     assert "planned in run r1" in html
 
 
 def test_duplicate_results_keep_the_newest(samples):
-    m = rb.load([samples["cpu_run"], samples["cpu_run"].parent], include_published=False)
+    m = loading.load([samples["cpu_run"], samples["cpu_run"].parent], include_published=False)
     names = [c.dedup_key for c in m.cells]
     assert len(names) == len(set(names))
 
@@ -213,9 +266,9 @@ def test_published_results_are_included_by_default(samples, monkeypatch, tmp_pat
     pub = tmp_path / "published"
     pub.mkdir()
     (pub / "gpu-box.json").write_text(samples["gpu_json"].read_text())
-    monkeypatch.setattr(rb, "PUBLISHED_DIR", pub)
-    with_pub = rb.load([samples["cpu_run"]])
-    without = rb.load([samples["cpu_run"]], include_published=False)
+    monkeypatch.setattr(loading, "PUBLISHED_DIR", pub)
+    with_pub = loading.load([samples["cpu_run"]])
+    without = loading.load([samples["cpu_run"]], include_published=False)
     assert {m.label for m in with_pub.machine_list()} == {"cpu-box", "gpu-box"}
     assert {m.label for m in without.machine_list()} == {"cpu-box"}
 
@@ -224,8 +277,8 @@ def test_unwritable_output_names_the_path(samples, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     bad = blocker / "index.html"
-    with pytest.raises(rb.ReportError, match=re.escape(str(bad))):
-        rb.write_atomic(bad, "<html></html>")
+    with pytest.raises(ReportError, match=re.escape(str(bad))):
+        render.write_page(bad, "<html></html>")
     rc = rcli.main([str(samples["partial_run"]), "-o", str(bad), "--no-published"])
     assert rc != 0
     assert str(bad) in capsys.readouterr().err

@@ -7,6 +7,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from benchmarks.runtimes import process_peak_rss
 
@@ -32,6 +33,17 @@ def device(kind: str) -> jax.Device:
 
 def device_name(dev: jax.Device) -> str:
     return "cpu" if dev.platform == "cpu" else dev.device_kind
+
+
+def put_batch(batch: dict, dev: jax.Device) -> dict:
+    """A host batch {"image": uint8 NHWC, "label": int32} placed on the device, once."""
+    return {"image": jax.device_put(np.asarray(batch["image"], np.uint8), dev),
+            "label": jax.device_put(np.asarray(batch["label"], np.int32), dev)}
+
+
+def to_float(value) -> float:
+    """Block until a scalar is computed; return it as a float."""
+    return float(jax.block_until_ready(value))
 
 
 def cost_analysis_flops(compiled) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from benchmarks.runtimes import process_peak_rss
@@ -34,6 +35,19 @@ def device_name(dev: str) -> str:
         return "cpu"
     gpu = tf.config.list_physical_devices("GPU")[0]
     return tf.config.experimental.get_device_details(gpu).get("device_name", "gpu")
+
+
+def put_batch(batch: dict, dev: str) -> dict:
+    """A host batch {"image": uint8 NHWC, "label": int32} placed on the device, once."""
+    with tf.device(dev):
+        # tf.identity under the device scope places a copy there (convert_to_tensor alone may not)
+        return {"image": tf.identity(tf.constant(np.asarray(batch["image"], np.uint8))),
+                "label": tf.identity(tf.constant(np.asarray(batch["label"], np.int32)))}
+
+
+def to_float(value) -> float:
+    """Wait for a scalar tensor; return it as a float."""
+    return float(value.numpy())
 
 
 def matmul_rate(kind: str, n: int, repeats: int = 5) -> float:

@@ -1,0 +1,166 @@
+"""The origin CNN in Flax NNX, and `FlaxNNXImpl`, its adapter on the contract the harness drives.
+
+The model is an `nnx.Module` built eagerly from a `ModelSpec`, layer for layer the
+Linen `CNN`: `nnx.Conv` pads SAME with LeCun-normal kernels and zero biases (the
+same defaults as Linen's `nn.Conv`), the pools are `nnx.max_pool` (Linen's
+`max_pool`, re-exported) with window `spec.pool_window`, stride `spec.pool_stride`
+and VALID padding, `dense1` is He-normal and `dense2` LeCun-normal. Kernels are
+stored as Linen stores them -- HWIO for convolutions, (in, out) for `nnx.Linear` --
+so the framework-neutral weights map one to one onto `nnx.Param`s. uint8 images
+are scaled by 1/255 inside the compiled step with `impl_flax.common.scale_images`.
+
+Training uses `nnx.Optimizer(model, make_optimizer(cfg), wrt=nnx.Param)` (the
+Keras-form Adam as an optax transformation) and `optimizer.update(model, grads)`.
+
+Why `jax.jit` over (graphdef, state) rather than `nnx.jit`: Flax's "Performance
+considerations" guide says `nnx.jit` traverses the object graph in pure Python on
+every call (split the inputs, check them, merge/update the outputs), an overhead
+that matters for small models like this one, and recommends the "functional
+training loop" to remove it: `nnx.split` once, a pure `jax.jit`-ed step that
+`nnx.merge`s inside the trace (so the merge runs once, at trace time), and
+`nnx.merge`/`nnx.update` outside only when the objects are needed. The adapter
+therefore keeps no live NNX objects: only the `GraphDef` of {model, optimizer}
+(closed over by the jitted functions, so it is never hashed per call) and their
+state as a plain nested dict of arrays (`nnx.to_pure_dict`), which JAX flattens in
+C++ -- an `nnx.State` of `Variable`s would be flattened through Python callbacks,
+one per variable, on every call. A timed step is one jitted call and nothing else.
+
+The state is not donated (no `donate_argnums`), as the Linen `FlaxImpl` does not
+donate either, so the two compiled steps are the same XLA program (op counts equal
+but for one constant: the `nnx.Optimizer` step counter). Donation would be sound
+-- the adapter holds no other reference to the old state -- but buys nothing here:
+to honour the input/output aliasing XLA inserts copies (on the CPU, of the dense1
+kernel and four smaller arrays) and the step measured a few per cent slower on
+the CPU, while the state is small next to device memory. If wanted, it is one
+argument on the `jax.jit` below; add it to Linen and NNX together.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from benchmarks.contract import Implementation
+from benchmarks.runtimes import jax_runtime
+from benchmarks.spec import ModelSpec, TrainConfig
+from impl_flax.common import cross_entropy, make_optimizer, scale_images
+
+LAYERS = ("conv1", "conv2", "dense1", "dense2")
+
+
+class CNN(nnx.Module):
+    """The origin CNN; `__call__` takes float images in [0, 1], NHWC, and returns logits."""
+
+    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+        kernel = (spec.kernel_size, spec.kernel_size)
+        f1, f2 = spec.filters
+        self.window = (spec.pool_window, spec.pool_window)
+        self.strides = (spec.pool_stride, spec.pool_stride)
+        self.conv1 = nnx.Conv(spec.channels, f1, kernel_size=kernel, rngs=rngs)
+        self.conv2 = nnx.Conv(f1, f2, kernel_size=kernel, rngs=rngs)
+        self.dense1 = nnx.Linear(spec.flat_features, spec.dense_units,
+                                 kernel_init=nnx.initializers.he_normal(), rngs=rngs)
+        self.dense2 = nnx.Linear(spec.dense_units, spec.num_classes, rngs=rngs)
+
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        pool = lambda x: nnx.max_pool(x, window_shape=self.window, strides=self.strides, padding="VALID")
+        x = pool(nnx.relu(self.conv1(x_BHWC)))
+        x = pool(nnx.relu(self.conv2(x)))
+        x = jnp.reshape(x, (x.shape[0], -1))
+        return self.dense2(nnx.relu(self.dense1(x)))
+
+
+# -- the pure functions jitted per adapter, with the GraphDef bound ------------------------
+def _loss_fn(model: CNN, images: jax.Array, labels: jax.Array):
+    logits = model(images)
+    return jnp.mean(cross_entropy(logits, labels)), logits
+
+
+def _train_step(graphdef: nnx.GraphDef, state: dict, batch: dict) -> tuple[dict, dict]:
+    nodes = nnx.merge(graphdef, state)  # at trace time only
+    model, optimizer = nodes["model"], nodes["optimizer"]
+    images = scale_images(batch["image"])
+    labels = batch["label"]
+    (loss, logits), grads = nnx.value_and_grad(_loss_fn, has_aux=True)(model, images, labels)
+    optimizer.update(model, grads)
+    accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+    return nnx.to_pure_dict(nnx.state(nodes)), {"loss": loss, "accuracy": accuracy}
+
+
+def _predict_step(graphdef: nnx.GraphDef, state: dict, images_BHWC: jax.Array) -> jax.Array:
+    model = nnx.merge(graphdef, state)["model"]
+    return model(scale_images(images_BHWC))
+
+
+class FlaxNNXImpl(Implementation):
+    backend = "jax"
+    timed_region = ("one jax.jit-ed train step (forward, backward, Adam update via nnx.Optimizer, "
+                    "the NNX graph merged only at trace time) on a batch already on the device; "
+                    "the new state replaces the old one, nothing else per step")
+
+    def __init__(self, name: str, spec: ModelSpec, train: TrainConfig, seed: int, device: str = "cpu"):
+        super().__init__(name, spec, train, seed, device)
+        self.device = jax_runtime.device(device)
+        self._tx = make_optimizer(train)  # one object, so every reset gives the same GraphDef
+        with jax.default_device(self.device):
+            model = CNN(spec, rngs=nnx.Rngs(seed))
+        self._graphdef, self._state = self._split(model)
+        self._step = jax.jit(functools.partial(_train_step, self._graphdef))
+        self._predict = jax.jit(functools.partial(_predict_step, self._graphdef))
+
+    def _split(self, model: CNN) -> tuple[nnx.GraphDef, dict]:
+        """GraphDef and pure-dict state of {model, fresh optimizer}, placed on the device."""
+        with jax.default_device(self.device):
+            optimizer = nnx.Optimizer(model, self._tx, wrt=nnx.Param)
+        graphdef, state = nnx.split({"model": model, "optimizer": optimizer})
+        return graphdef, jax.device_put(nnx.to_pure_dict(state), self.device)
+
+    # -- weights ----------------------------------------------------------------
+    def num_params(self) -> int:
+        return int(sum(np.size(x) for x in jax.tree.leaves(self._state["model"])))
+
+    def _get_weights(self) -> dict[str, np.ndarray]:
+        params = jax.device_get(self._state["model"])
+        return {f"{layer}/{name}": params[layer][name] for layer in LAYERS for name in ("kernel", "bias")}
+
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        model = nnx.eval_shape(lambda: CNN(self.spec, rngs=nnx.Rngs(0)))  # structure only, no init
+        params: dict = {}
+        for key, value in weights.items():
+            layer, name = key.split("/")
+            params.setdefault(layer, {})[name] = jax.device_put(value, self.device)
+        nnx.update(model, params)
+        graphdef, state = self._split(model)  # fresh optimizer state
+        if graphdef != self._graphdef:
+            raise RuntimeError("set_weights built a model whose graph differs from the compiled one")
+        self._state = state
+
+    # -- devices ----------------------------------------------------------------
+    def device_name(self) -> str:
+        return jax_runtime.device_name(self.device)
+
+    def to_device(self, batch: dict) -> dict:
+        return jax_runtime.put_batch(batch, self.device)
+
+    # -- steps ------------------------------------------------------------------
+    def train_step(self, device_batch: dict) -> jax.Array:
+        self._state, metrics = self._step(self._state, device_batch)
+        return metrics["loss"]
+
+    def sync(self, value: Any) -> float:
+        return jax_runtime.to_float(value)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        x = jax.device_put(np.asarray(images, np.uint8), self.device)
+        return np.asarray(self._predict(self._state, x))
+
+    def flops_per_step(self, device_batch: dict) -> float | None:
+        return jax_runtime.cost_analysis_flops(self._step.lower(self._state, device_batch).compile())
+
+    def trace_count(self) -> int | None:
+        return None  # JAX compiles are counted through jax.monitoring
