@@ -20,8 +20,10 @@ What an implementation must provide (the abstract methods below):
 
 Shared here: weight key and shape checks (`get_weights`, `set_weights`), padded
 evaluation (`evaluate`), so every implementation scores a split the same way, and
-`run_steps`, the timed body: n `train_step`s, unless the framework's own loop does
-less per step than `train_step` (Keras resets its metrics once per epoch, not per step).
+two defaults an implementation overrides where its framework's own loop differs:
+`run_steps`, the timed body (n `train_step`s; Keras resets its metrics once per
+epoch, not per step), and `fit_epoch`, an epoch as the framework's users run it
+(one step per host batch; Keras users call `model.fit`), described by `user_loop`.
 """
 
 from __future__ import annotations
@@ -112,6 +114,16 @@ class Implementation(abc.ABC):
         for _ in range(n):
             loss = self.train_step(device_batch)
         return loss
+
+    user_loop = "one jitted train step per host batch, each batch copied to the device, one sync at the end"
+
+    def fit_epoch(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> None:
+        """One epoch over host arrays (whole batches) as the framework's users write it."""
+        loss = None
+        for i in range(0, len(labels), batch_size):
+            loss = self.train_step(self.to_device({"image": images[i:i + batch_size],
+                                                   "label": labels[i:i + batch_size]}))
+        self.sync(loss)
 
     # -- what each implementation provides ----------------------------------------------
     @abc.abstractmethod

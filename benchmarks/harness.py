@@ -24,7 +24,12 @@ from benchmarks.worker_client import CellSkipped, Worker, WorkerError
 ROOT = Path(__file__).resolve().parents[1]
 # harness code whose change invalidates cached figures, beside every implementation's package
 CODE_PATHS = ("shared_data", "benchmarks/runtimes", "benchmarks/spec.py", "benchmarks/contract.py",
-              "benchmarks/training.py", "benchmarks/worker.py", "benchmarks/registry.py", "benchmarks/weights.py")
+              "benchmarks/training.py", "benchmarks/worker.py", "benchmarks/registry.py", "benchmarks/weights.py",
+              "benchmarks/harness.py", "benchmarks/test_matrix.py", "benchmarks/profiles.py")
+# environment that changes what the frameworks compile or how they run it: part of every reuse key
+COMPILE_ENV = ("XLA_FLAGS", "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION",
+               "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+               "TF_NUM_INTEROP_THREADS")
 
 
 def code_fingerprint() -> str:
@@ -103,6 +108,7 @@ class Session:
         self.run: RunFolder | None = None
         self.resumable: dict[str, tuple[str, dict]] = {}
         self.cells_done = 0
+        self.matmul_rates: dict[str, dict] = {}
 
     # ---- output
 
@@ -112,6 +118,23 @@ class Session:
         ctx = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
         with ctx:
             print(f"[xfbench] {msg}", flush=True)
+
+    # ---- the device's matmul rate: once per device and run, in its own process
+
+    def matmul_rate(self, device: str) -> dict:
+        """Measured float32 matmul rate of `device` (by JAX where an implementation uses it, else
+        TensorFlow): the one figure every cell of this device and run is rated against."""
+        if device not in self.matmul_rates:
+            backends = {registry.entry(i).backend for i in self.impls}
+            backend = "jax" if "jax" in backends else sorted(backends)[0]
+            n, repeats = (2048, 10) if device == "cpu" else (8192, 20)
+            with Worker(self.run.log_path(f"matmul-rate-{device}"), None, self.profile.cell_timeout_s) as w:
+                self.matmul_rates[device] = w.call("matmul_rate", backend=backend, device=device, n=n,
+                                                   repeats=repeats)
+            rate = self.matmul_rates[device]
+            self.say(f"measured matmul rate on {device}: {rate['flops'] / 1e9:.1f} GFLOP/s "
+                     f"({rate['precision']}, {rate['framework']}, {n}x{n}, best of {repeats})")
+        return self.matmul_rates[device]
 
     # ---- cells
 
@@ -134,6 +157,10 @@ class Session:
             "status": "ok",
             "reason": None,
             "impl": cell.impl,
+            "replicate": cell.replicate,
+            "replicates": self.profile.replicates if cell.kind == "step" else 1,
+            "aa_copy": cell.aa_copy,
+            "command": self.reproduce(cell),
             "backend": registry.entry(cell.impl).backend,
             "device": cell.device,
             "device_kind": cell.device,
@@ -146,6 +173,16 @@ class Session:
             "dataset_fingerprint": data["fingerprint"],
             "machine_class": self.machine["machine_class"],
         }
+
+    def reproduce(self, cell: Cell) -> str:
+        """The command that measures this cell again (data given as on this run's command line)."""
+        parts = ["pytest --benchmark-only", f"--xf-profile={self.profile.name}", f"--xf-impls={cell.impl}",
+                 f"--xf-devices={cell.device}"]
+        if self.data.source:
+            parts.append(f"--xf-source={self.data.source}")
+        if cell.aa_copy:
+            parts.append(f"--xf-aa={cell.impl}")
+        return " ".join(parts + [f"-k '{cell.id}'"])
 
     @contextlib.contextmanager
     def worker(self, cell: Cell, info: dict):
@@ -191,13 +228,15 @@ class Session:
 
     def key(self, **parts) -> str:
         """Fingerprint of code, machine and whatever else decides a cell's figures."""
-        parts.update(code=self.code, machine=self.machine["machine_class"], gpus=self.gpus)
+        parts.update(code=self.code, machine=self.machine["machine_class"], gpus=self.gpus,
+                     versions=self.machine.get("versions"), env={k: os.environ.get(k) for k in COMPILE_ENV})
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     def cell_key(self, cell: Cell) -> str:
         p = self.profile
         return self.key(
-            kind=cell.kind, augment=cell.augment, payload=self.payload(cell), data=self.data_summary(cell)["fingerprint"],
+            kind=cell.kind, augment=cell.augment, replicate=cell.replicate, aa_copy=cell.aa_copy,
+            payload=self.payload(cell), data=self.data_summary(cell)["fingerprint"],
             seeds=list(p.seeds), epochs=p.epochs, rounds=p.rounds, warmup=p.warmup_steps, min_call_s=p.min_call_s,
         )
 
@@ -273,38 +312,45 @@ def steady_step(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
-def step_figures(cell: Cell, stats, steps_per_call: int, first: dict, fin: dict, setup: dict) -> dict:
-    """Everything a step cell reports beyond pytest-benchmark's own statistics."""
-    step = stats.median / steps_per_call
-    analytic = cell.spec.train_flops(cell.train.batch_size)
-    flops = fin["flops_xla"] or analytic
-    return {
+def step_figures(cell: Cell, stats, outer: list[float], steps_per_call: int, first: dict, fin: dict,
+                 setup: dict, rate: dict) -> dict:
+    """Everything a step cell reports beyond pytest-benchmark's own (per-step) statistics.
+    `outer`: the timed calls as the harness saw them; `rate`: the run's measured matmul rate."""
+    step = stats.median
+    flops = cell.spec.train_flops(cell.train.batch_size)
+    figures = {
         "device": setup["device"],
         "params": setup["params"],
         "timed_region": setup["timed_region"],
+        "threads": setup["threads"],
+        "stats_unit": "step",
         "steps_per_call": steps_per_call,
         "step_s_median": step,
-        "step_s_q1": stats.q1 / steps_per_call,
-        "step_s_q3": stats.q3 / steps_per_call,
+        "step_s_q1": stats.q1,
+        "step_s_q3": stats.q3,
         "images_per_s": cell.train.batch_size / step,
         "first_step_s": first["first_step_s"],
         "compile_s": first["first_step_s"] - step,
         "trace_s": first["trace_s"],
         "lower_s": first["lower_s"],
         "compile_only_s": first["compile_only_s"],
-        "epoch_s": fin["epoch_s"],
         "flops_per_step": flops,
-        "flops_source": "xla" if fin["flops_xla"] else "analytic",
-        "flops_analytic": analytic,
-        "flops_xla_to_analytic": fin["flops_xla"] / analytic if fin["flops_xla"] else None,
-        "peak_flops": fin["peak_flops"],
-        "mfu": flops / step / fin["peak_flops"],
+        "flops_source": "analytic",
+        "flops_xla": fin.get("flops_xla"),
+        "flops_xla_to_analytic": fin["flops_xla"] / flops if fin.get("flops_xla") else None,
+        "peak_flops": rate["flops"],
+        "matmul_rate_precision": rate["precision"],
+        "matmul_rate_framework": rate["framework"],
+        "mfu": flops / step / rate["flops"],
         "peak_memory_bytes": fin["peak_memory_bytes"],
         "memory_source": fin["memory_source"],
+        "rss_growth_bytes": fin["rss_growth_bytes"] if cell.device == "cpu" else None,
         "recompiles": fin["recompiles"],
         "loop_step_s": fin["loop_step_s"],
-        "harness_overhead": harness_overhead(stats.data, fin["inner_call_s"]),
+        "harness_overhead": harness_overhead(outer, fin["inner_call_s"]),
     }
+    figures.update({k: fin[k] for k in ("user_epoch_s", "user_images_per_s", "user_loop") if k in fin})
+    return figures
 
 
 def accuracy_figures(runs: list[dict], seeds, epochs: int) -> dict:
@@ -314,15 +360,25 @@ def accuracy_figures(runs: list[dict], seeds, epochs: int) -> dict:
         "epochs": epochs,
         "test_accuracies": accs,
         "test_accuracy_mean": statistics.fmean(accs),
-        "test_accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "test_accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else None,  # one seed: no spread
         "history": [r["history"] for r in runs],
         "train_s": sum(r.get("train_s", math.nan) for r in runs),
     }
 
 
-def replay_rounds(benchmark, round_times: list[float]) -> None:
-    """Feed rounds measured by an earlier, interrupted run into pytest-benchmark's statistics.
-    (pytest-benchmark has no public call for this; _make_stats is what pedantic itself uses.)"""
+def per_step(stats, steps_per_call: int):
+    """pytest-benchmark's statistics of the timed calls, turned into statistics of one step, so that
+    its table, its JSON, `pytest-benchmark compare` and github-action-benchmark all read one training
+    step. Its figures are computed lazily from `data`, so none is stale; any already read is dropped."""
+    stats.data[:] = [t / steps_per_call for t in stats.data]
+    for name in (*type(stats).fields, "sorted_data"):
+        stats.__dict__.pop(name, None)
+    return stats
+
+
+def replay_rounds(benchmark, step_times: list[float]) -> None:
+    """Feed the per-step times measured by an earlier, interrupted run into pytest-benchmark's
+    statistics. (No public call for this; _make_stats is what pedantic itself uses.)"""
     stats = benchmark._make_stats(1)
-    for t in round_times:
+    for t in step_times:
         stats.update(t)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def pytest_addoption(parser):
                 help="override the profile's augmentation setting of the accuracy cells")
     g.addoption("--xf-report", default=None, help="where to write the HTML report (default: reports/index.html)")
     g.addoption("--xf-fresh", action="store_true", help="measure everything again: no reuse of cached cells")
+    g.addoption("--xf-replicates", default=None, help="override the profile's worker processes per step cell")
+    g.addoption("--xf-aa", default=None, metavar="IMPL",
+                help="A/A control: add a second, identical copy of IMPL's step cells (the harness's noise floor)")
+    g.addoption("--xf-order-seed", default=None, help="seed of the step cells' random order (default: random)")
 
 
 def _positive_ints(config, name: str, low: int, high: int) -> tuple[int, ...] | None:
@@ -66,6 +71,8 @@ def _profile(config):
         changes.update(epochs=epochs[0])
     if (seeds := _positive_ints(config, "xf_seeds", 1, 100)) is not None:
         changes.update(seeds=tuple(range(seeds[0])))
+    if (replicates := _positive_ints(config, "xf_replicates", 1, 50)) is not None:
+        changes.update(replicates=replicates[0])
     augment = config.getoption("xf_augment")
     if augment is not None:
         changes.update(augment={"off": (False,), "on": (True,), "both": (False, True)}[augment])
@@ -88,6 +95,8 @@ class XfState:
     profile: Profile
     impls: list[str]
     run_id: str
+    aa: str | None  # the implementation copied as the A/A control, if any
+    order_seed: int  # seed of the step cells' interleaved order
     devices: list[str] | None = None  # resolved on first use: probing GPUs takes a process
     gpus: list[str] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
@@ -100,8 +109,13 @@ STATE = pytest.StashKey[XfState]()
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "xfbench: a cell of the xfbench matrix")
+    aa = config.getoption("xf_aa")
+    if aa is not None:
+        aa = _option_list(config, "xf_aa", registry.NAMES)[0]
+    seed = _positive_ints(config, "xf_order_seed", 0, 2**31 - 1)
     state = config.stash[STATE] = XfState(
-        _profile(config), _option_list(config, "xf_impls", registry.NAMES), RunFolder.new_id()
+        _profile(config), _option_list(config, "xf_impls", registry.NAMES), RunFolder.new_id(), aa,
+        seed[0] if seed else random.randrange(2**31),
     )
     if config.getoption("benchmark_only", False) and not config.getoption("benchmark_save", None):
         # every benchmark run is saved with its commit in pytest-benchmark's storage: the history.
@@ -127,8 +141,21 @@ def pytest_generate_tests(metafunc):
     for fixture, kind in kinds.items():
         if fixture in metafunc.fixturenames:
             state = _resolved(metafunc.config)
-            matrix = [c for c in cells(state.profile, state.impls, state.devices) if c.kind == kind]
+            matrix = [c for c in cells(state.profile, state.impls, state.devices, state.aa) if c.kind == kind]
             metafunc.parametrize(fixture, matrix, ids=[c.id for c in matrix])
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Step cells in a seeded random order, replicates and implementations interleaved: no cell
+    always runs first, last or after the same neighbour."""
+    state = config.stash.get(STATE, None)
+    steps = [i for i, item in enumerate(items) if hasattr(item, "callspec") and "step_cell" in item.callspec.params]
+    if state is None or len(steps) < 2:
+        return
+    shuffled = [items[i] for i in steps]
+    random.Random(state.order_seed).shuffle(shuffled)
+    for i, item in zip(steps, shuffled, strict=True):
+        items[i] = item
 
 
 @pytest.fixture(scope="session")
@@ -172,6 +199,9 @@ def _machine_info(config) -> dict:
                               for s in session.profile.image_sizes for p in session.profile.pool_strides]
         info["run_id"] = session.run.run_id if session.run else None
         info["impl_order"] = list(session.impls)  # the registry's order, for the report
+        info["order_seed"], info["replicates"], info["aa"] = state.order_seed, session.profile.replicates, state.aa
+        info["stats_unit"] = "step"  # step cells' stats are per training step (earlier runs: per call)
+        info["matmul_rates"] = session.matmul_rates
     return info
 
 

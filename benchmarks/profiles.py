@@ -17,6 +17,7 @@ class Profile:
     batch_sizes: tuple[int, ...]
     rounds: int  # timed pytest-benchmark rounds per cell
     warmup_steps: int
+    replicates: int  # independent worker processes per step cell (the uncertainty across processes)
     # accuracy cells
     accuracy_image_size: int
     accuracy_batch_size: int
@@ -41,6 +42,7 @@ PROFILES = {
             batch_sizes=(32,),
             rounds=5,
             warmup_steps=5,
+            replicates=1,
             accuracy_image_size=32,
             accuracy_batch_size=32,
             protocols=("original",),
@@ -55,8 +57,9 @@ PROFILES = {
             image_sizes=(64,),
             pool_strides=(1, 2),
             batch_sizes=(32,),
-            rounds=10,
+            rounds=8,
             warmup_steps=3,
+            replicates=3,
             accuracy_image_size=64,
             accuracy_batch_size=32,
             protocols=("original", "resplit"),
@@ -72,6 +75,7 @@ PROFILES = {
             batch_sizes=(32, 64, 128, 256),
             rounds=20,
             warmup_steps=5,
+            replicates=2,
             accuracy_image_size=64,
             accuracy_batch_size=32,
             protocols=("original", "resplit"),
@@ -99,23 +103,34 @@ class Cell:
     train: TrainConfig
     protocol: str = "original"
     augment: bool = False
+    replicate: int = 0  # which of the step cell's independent processes
+    aa_copy: bool = False  # the A/A control: a second, identical copy of `impl`
+
+    @property
+    def series(self) -> str:
+        """The name this cell's figures are compared under (the A/A copy is its own series)."""
+        return f"{self.impl}~aa" if self.aa_copy else self.impl
 
     @property
     def id(self) -> str:
-        base = f"{self.impl}-{self.device}-s{self.spec.image_size}-p{self.spec.pool_stride}-b{self.train.batch_size}"
-        if self.kind == "step":
-            return f"step-{base}"
+        base = f"{self.series}-{self.device}-s{self.spec.image_size}-p{self.spec.pool_stride}-b{self.train.batch_size}"
+        if self.kind == "step":  # replicate 0 keeps the name it had before replicates existed
+            return f"step-{base}" + (f"-r{self.replicate}" if self.replicate else "")
         return f"acc-{base}-{self.protocol}-{'aug' if self.augment else 'noaug'}"
 
 
-def cells(p: Profile, impls=registry.NAMES, devices=("cpu",)) -> list[Cell]:
+def cells(p: Profile, impls=registry.NAMES, devices=("cpu",), aa: str | None = None) -> list[Cell]:
+    """The matrix; `aa` adds an identical copy of that implementation's step cells (the A/A control)."""
     out = []
+    series = [(impl, False) for impl in impls] + ([(aa, True)] if aa else [])
     for device in devices:
         for size in p.image_sizes:
             for stride in p.pool_strides:
                 for bs in p.batch_sizes:
-                    for impl in impls:
-                        out.append(Cell("step", impl, device, ModelSpec(size, pool_stride=stride), TrainConfig(batch_size=bs)))
+                    for r in range(p.replicates):
+                        for impl, copy in series:
+                            out.append(Cell("step", impl, device, ModelSpec(size, pool_stride=stride),
+                                            TrainConfig(batch_size=bs), replicate=r, aa_copy=copy))
         spec = ModelSpec(p.accuracy_image_size)
         train = TrainConfig(batch_size=p.accuracy_batch_size, epochs=p.epochs)
         for protocol in p.protocols:

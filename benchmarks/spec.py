@@ -64,23 +64,26 @@ class ModelSpec:
     def num_params(self) -> int:
         return sum(math.prod(shape) for shape in self.weight_shapes().values())
 
-    def forward_flops(self, batch_size: int) -> int:
-        """Multiply-adds x2 of convs and denses for one forward pass (pools, ReLUs ignored)."""
+    def layer_flops(self, batch_size: int) -> dict[str, int]:
+        """Multiply-adds x2 of each conv and dense layer in one forward pass (pools, ReLUs ignored)."""
         k, c = self.kernel_size, self.channels
         f1, f2 = self.filters
         s0 = self.image_size
         s1 = self.pooled_size(s0)
-        per_image = (
-            2 * s0 * s0 * k * k * c * f1
-            + 2 * s1 * s1 * k * k * f1 * f2
-            + 2 * self.flat_features * self.dense_units
-            + 2 * self.dense_units * self.num_classes
-        )
-        return batch_size * per_image
+        per_image = {
+            "conv1": 2 * s0 * s0 * k * k * c * f1,
+            "conv2": 2 * s1 * s1 * k * k * f1 * f2,
+            "dense1": 2 * self.flat_features * self.dense_units,
+            "dense2": 2 * self.dense_units * self.num_classes,
+        }
+        return {name: batch_size * f for name, f in per_image.items()}
 
     def train_flops(self, batch_size: int) -> int:
-        """Analytic count for one training step: forward + backward (~2x forward)."""
-        return 3 * self.forward_flops(batch_size)
+        """Analytic count for one training step, the one FLOP count every implementation is rated by:
+        forward, plus the weight gradient of every layer, plus the input gradient of every layer but
+        conv1 (its input is the image, whose gradient nobody computes)."""
+        layers = self.layer_flops(batch_size)
+        return 3 * sum(layers.values()) - layers["conv1"]
 
     def train_memory_bytes(self, batch_size: int) -> int:
         """Rough float32 footprint of one training step: weights, gradients and two Adam

@@ -1,8 +1,11 @@
 """The benchmark matrix: `pytest --benchmark-only [--xf-profile quick|default|full]`.
 
-Each cell runs in a fresh worker process (see worker.py). pytest-benchmark
-times the round trip to the worker, which runs `steps_per_call` synchronised
-training steps per call on a batch already on the device.
+Each cell runs in a fresh worker process (see worker.py); a step cell runs in
+`replicates` of them, in a seeded random order. pytest-benchmark times each call to
+the worker (round trip included), which runs `steps_per_call` training steps on
+a batch already on the device and synchronises the last one; its statistics are
+then turned into those of one step (call / steps_per_call), so everything it
+prints and saves is per step.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import math
 
 import pytest
 
-from benchmarks.harness import MAX_OVERHEAD, accuracy_figures, calls_steps, replay_rounds, step_figures, warm_up
+from benchmarks.harness import (
+    MAX_OVERHEAD, accuracy_figures, calls_steps, per_step, replay_rounds, step_figures, warm_up,
+)
 from benchmarks.profiles import Cell
 
 
@@ -34,6 +39,7 @@ def test_step(benchmark, xf, step_cell: Cell):
         benchmark.extra_info.update(info)
         xf.record(cell, info, stats=prev["stats"])
         return
+    rate = xf.matmul_rate(cell.device)
     with xf.worker(cell, info) as w:
         setup = w.call("setup", cell=xf.payload(cell))
         first = w.call("first_step")
@@ -44,9 +50,11 @@ def test_step(benchmark, xf, step_cell: Cell):
             f"round trip {rtt * 1e3:.2f} ms; timing {p.rounds} x {steps_per_call} steps"
         )
         loss = benchmark.pedantic(w.call, args=("steps",), kwargs={"n": steps_per_call}, rounds=p.rounds, iterations=1)
-        fin = w.call("finish", loop_steps=max(3, 2 * steps_per_call))
-    stats = benchmark.stats.stats
-    info.update(step_figures(cell, stats, steps_per_call, first, fin, setup), round_trip_s=rtt)
+        outer = list(benchmark.stats.stats.data)  # the timed calls, round trip included
+        # XLA's FLOP count and the epoch as users run it: once per configuration (replicate 0)
+        fin = w.call("finish", loop_steps=max(3, 2 * steps_per_call), extras=cell.replicate == 0)
+    stats = per_step(benchmark.stats.stats, steps_per_call)
+    info.update(step_figures(cell, stats, outer, steps_per_call, first, fin, setup, rate), round_trip_s=rtt)
     info["warmup_steps"] = 1 + p.warmup_steps
     if info["harness_overhead"] > MAX_OVERHEAD:
         info["warnings"] = [

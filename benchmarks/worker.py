@@ -6,7 +6,8 @@ corrupt the channel (stderr goes to the cell's log). The parent side is
 `benchmarks.worker_client`. Because each cell gets its own interpreter, Keras
 backends never meet and the first step compiles cold.
 
-Ops (protocol 1): hello, setup, first_step, warmup, steps, finish, train.
+Ops (protocol 2): hello, matmul_rate, setup, first_step, warmup, steps, finish, train.
+(Protocol 1's `finish` also measured a matmul rate per worker; 2 measures it once per run.)
 Framework specifics go through `benchmarks.runtimes`, chosen by the registry
 entry's backend.
 """
@@ -19,7 +20,7 @@ import os
 import sys
 import time
 
-PROTOCOL = 1
+PROTOCOL = 2
 FRAMEWORK_BYTES = 1 << 30  # what an imported framework and its runtime take besides the model
 
 
@@ -47,6 +48,14 @@ class _Cell:
             "spec_fields": [f.name for f in dataclasses.fields(ModelSpec)],
             "train_fields": [f.name for f in dataclasses.fields(TrainConfig)],
         }
+
+    def matmul_rate(self, backend: str, device: str, n: int, repeats: int) -> dict:
+        """The device's float32 matmul rate, measured by one framework: once per run, in its own process."""
+        from benchmarks import runtimes
+
+        runtime = runtimes.for_backend(backend)
+        return {"flops": runtime.matmul_rate(device, n, repeats), "precision": "float32", "framework": backend,
+                "n": n, "repeats": repeats}
 
     def setup(self, cell: dict) -> dict:
         from benchmarks import registry, runtimes
@@ -76,8 +85,9 @@ class _Cell:
             epoch_batches(self.data.x_train, self.data.y_train, self.train_cfg.batch_size, seed=cell["seed"], epoch=0)
         )
         self.device_batch = self.impl.to_device(self.batch)
+        self.rss_after_setup = current_rss()
         return {"device": self.impl.device_name(), "params": self.impl.num_params(),
-                "timed_region": self.impl.timed_region}
+                "timed_region": self.impl.timed_region, "threads": self.runtime.threads()}
 
     def first_step(self) -> dict:
         self.events.clear()
@@ -109,34 +119,38 @@ class _Cell:
         self.inner_times.append(time.perf_counter() - t0)
         return loss
 
-    def finish(self, loop_steps: int) -> dict:
+    def finish(self, loop_steps: int, extras: bool = False) -> dict:
+        """Figures of the timed steps, read right after them; with `extras`, the slower ones a
+        configuration needs once: XLA's FLOP count and the epoch as users run it."""
         recompiles = self.events.compiles - self.compiles_at_mark
         traces = self.impl.trace_count()
         if traces is not None and self.traces_at_mark is not None:
             recompiles += traces - self.traces_at_mark
-        inner = list(self.inner_times)  # the timed calls, as the worker itself saw them
-        out = {"recompiles": recompiles, "inner_call_s": inner, **self.runtime.peak_memory(self.cell["device"])}
+        out = {"recompiles": recompiles, "inner_call_s": list(self.inner_times),
+               **self.runtime.peak_memory(self.cell["device"]), "rss_growth_bytes": current_rss() - self.rss_after_setup}
         # an independent minimal loop of the same step, right after
         t0 = time.perf_counter()
         self.steps(loop_steps)
         out["loop_step_s"] = (time.perf_counter() - t0) / loop_steps
-        out["flops_xla"] = self.impl.flops_per_step(self.device_batch)
-        out["epoch_s"] = self._epoch_s()
-        out["peak_flops"] = self.runtime.matmul_rate(self.cell["device"], 1024 if self.cell["device"] == "cpu" else 8192)
+        if extras:
+            out["flops_xla"] = self.impl.flops_per_step(self.device_batch)
+            out.update(self._user_epoch())
         return out
 
-    def _epoch_s(self) -> float:
-        """One epoch end to end: batching, host->device copy and the synchronised steps."""
-        from shared_data import epoch_batches
-
+    def _user_epoch(self) -> dict:
+        """An epoch as the framework's users run it, from host memory, timed on the second epoch
+        (the first compiles whatever that loop compiles). Whole batches only: a ragged last batch
+        would recompile, so the epoch is the same drop-last epoch for every framework."""
+        bs = self.train_cfg.batch_size
+        n = len(self.data.y_train) // bs * bs
+        if not n:
+            return {}
+        x, y = self.data.x_train[:n], self.data.y_train[:n]
+        self.impl.fit_epoch(x, y, bs)
         t0 = time.perf_counter()
-        loss = None
-        for batch in epoch_batches(
-            self.data.x_train, self.data.y_train, self.train_cfg.batch_size, seed=self.cell["seed"], epoch=1
-        ):
-            loss = self.impl.train_step(self.impl.to_device(batch))
-        self.impl.sync(loss)
-        return time.perf_counter() - t0
+        self.impl.fit_epoch(x, y, bs)
+        took = time.perf_counter() - t0
+        return {"user_epoch_s": took, "user_images_per_s": n / took, "user_loop": self.impl.user_loop}
 
     def train(self, seed: int, epochs: int, augment: bool, initial_weights: str) -> dict:
         """Paired training: start from the reference's weights (a .npz the parent made)."""
@@ -158,6 +172,12 @@ class _Cell:
         result = train(impl, self.data, self.train_cfg, epochs=epochs, seed=seed, augment=augment, log=progress,
                        initial_weights=weights)
         return {"history": result["history"], "train_s": result["total_time_s"]}
+
+
+def current_rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
 
 
 def check_memory(spec, batch_size: int, device: str, runtime) -> None:

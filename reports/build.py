@@ -2,7 +2,7 @@
 
 The entry point of the harness (at the end of `pytest --benchmark-only`) and of
 `xfbench report`. The work is done by, in import order:
-`files` (read/write) -> `model` -> `loading` -> `views` -> `plots` -> `render`.
+`files` (read/write) -> `stats` -> `model` -> `loading` -> `views` -> `verdict` -> `plots` -> `render`.
 """
 
 from __future__ import annotations

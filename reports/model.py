@@ -7,8 +7,14 @@ wrong shape, so every read of their contents goes through `as_dict` and `num`.
 from __future__ import annotations
 
 import math
+import statistics
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+
+from reports.stats import geomean
+
+AA_SUFFIX = " (A/A copy)"  # the series name of an A/A control: an identical second copy of an implementation
 
 
 def as_dict(v: Any) -> dict:
@@ -89,8 +95,30 @@ class Cell:
         return default if v is None else v
 
     @property
-    def impl(self) -> str:
+    def base_impl(self) -> str:
+        """The implementation as the result file names it (an A/A copy names its original)."""
         return str(self.x("impl", "?"))
+
+    @property
+    def aa_copy(self) -> bool:
+        return self.extra.get("aa_copy") is True
+
+    @property
+    def impl(self) -> str:
+        """The series this cell belongs to: its implementation, or "<impl> (A/A copy)" for an A/A control."""
+        return self.base_impl + (AA_SUFFIX if self.aa_copy else "")
+
+    @property
+    def replicate(self) -> int:
+        """Which worker process (0-based) measured this cell; an old cell is replicate 0 of 1."""
+        v = self.extra.get("replicate")
+        return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+    @property
+    def config_key(self) -> tuple:
+        """What a step cell measures; its replicates share it."""
+        return (self.machine, self.kind, self.device, self.impl, self.x("image_size"), self.x("pool_stride"),
+                self.x("batch_size"))
 
     @property
     def device(self) -> str:
@@ -105,11 +133,13 @@ class Cell:
         return self.step_q("median")
 
     def step_q(self, which: str) -> float | None:
-        """A statistic of one step: recorded per step, else the per-call statistic ÷ steps per call."""
+        """A statistic of one step: recorded per step, else pytest-benchmark's statistic, which is per step
+        where `stats_unit` is "step" and per timed call (÷ steps per call) in older files."""
         v = num(self.extra.get(f"step_s_{which}"))
         if v is None and self.stats:
             q = num(self.stats.get(which))
-            spc = num(self.extra.get("steps_per_call")) or 1
+            per_call = self.extra.get("stats_unit") != "step"
+            spc = (num(self.extra.get("steps_per_call")) or 1) if per_call else 1
             v = q / spc if q is not None else None
         return v
 
@@ -120,6 +150,87 @@ class Cell:
             s, b = self.step_s, num(self.extra.get("batch_size"))
             v = b / s if s and b else None
         return v
+
+
+@dataclass
+class Replicates:
+    """One step configuration as measured by its worker processes (one cell each), all from one run.
+
+    Reads like a Cell: `x(key)` is the value every process agrees on, else the median over the processes
+    that recorded a numeric figure (else the first recorded value); `step_s` is the geometric mean of the
+    per-process median step times.
+    """
+
+    cells: list[Cell]
+
+    def __getattr__(self, name: str) -> Any:  # machine, device, impl, base_impl, aa_copy, kind, run_id ...
+        if name.startswith("__") or name == "cells":
+            raise AttributeError(name)
+        return getattr(self.cells[0], name)
+
+    def x(self, key: str, default: Any = None) -> Any:
+        vals = [c.x(key) for c in self.cells]
+        if all(v == vals[0] for v in vals):
+            return default if vals[0] is None else vals[0]
+        nums = [num(v) for v in vals if num(v) is not None]
+        if nums:  # some figures (XLA's count, the epoch as users run it) only the first process records
+            return statistics.median(nums)
+        return next((v for v in vals if v is not None), default)
+
+    def values(self, key: str) -> list[float]:
+        """One value per process: "step_s" (its median step time) or a numeric extra_info figure."""
+        vals = [c.step_s if key == "step_s" else num(c.x(key)) for c in self.cells]
+        return [v for v in vals if v is not None]
+
+    @property
+    def n(self) -> int:
+        """Processes with a step time."""
+        return len(self.values("step_s"))
+
+    @property
+    def planned(self) -> int:
+        """Processes the run planned (`replicates`), at least those found."""
+        r = [v for v in (c.extra.get("replicates") for c in self.cells) if isinstance(v, int)]
+        return max(r + [len(self.cells)])
+
+    @property
+    def step_s(self) -> float | None:
+        return geomean(self.values("step_s"))
+
+    def step_q(self, which: str) -> float | None:
+        """With one process, its quartile of step time; with several, the lowest/highest process median."""
+        if len(self.cells) == 1:
+            return self.cells[0].step_q(which)
+        vals = self.values("step_s")
+        return (min(vals) if which == "q1" else max(vals)) if vals else None
+
+    @property
+    def spread(self) -> str:
+        return "IQR within the process" if len(self.cells) == 1 else f"range over {self.n} processes"
+
+    @property
+    def images_per_s(self) -> float | None:
+        s, b = self.step_s, num(self.x("batch_size"))
+        return b / s if s and b else self.cells[0].images_per_s
+
+    @property
+    def mfu(self) -> float | None:
+        """FLOPs per step ÷ step time ÷ the run's measured matmul rate."""
+        flops, peak, s = num(self.x("flops_per_step")), num(self.x("peak_flops")), self.step_s
+        return flops / s / peak if flops and peak and s else num(self.x("mfu"))
+
+
+def group_replicates(cells: list[Cell]) -> list[Replicates]:
+    """Cells that differ only by replicate, each group from its newest run, in order of first appearance."""
+    groups: dict[tuple, list[Cell]] = defaultdict(list)
+    for c in cells:
+        groups[c.config_key].append(c)
+    out = []
+    for cs in groups.values():
+        newest = max(cs, key=lambda c: c.when)
+        run = newest.run_id or newest.source
+        out.append(Replicates(sorted((c for c in cs if (c.run_id or c.source) == run), key=lambda c: c.replicate)))
+    return out
 
 
 @dataclass
@@ -164,3 +275,7 @@ class Model:
 
     def ok(self, kind: str) -> list[Cell]:
         return [c for c in self.cells if c.kind == kind and c.status == "ok"]
+
+    def step_configs(self) -> list[Replicates]:
+        """The finished step configurations with a step time, each with its worker processes."""
+        return group_replicates([c for c in self.ok("step") if c.step_s is not None])

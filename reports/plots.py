@@ -25,12 +25,13 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from reports.model import Cell, HistoryPoint, Model, num  # noqa: E402
+from reports.model import Cell, HistoryPoint, Model, Replicates, num  # noqa: E402
+from reports.stats import geomean  # noqa: E402
 from reports.views import Impls, config_label, device_label, sortkey  # noqa: E402
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", ":", "-.", "--"]
-ACCENT = "#D55E00"  # Okabe-Ito vermillion: the measured peak and the gate's regressions
+ACCENT = "#D55E00"  # Okabe-Ito vermillion: the measured matmul rate and the gate's regressions
 # stage -> (label, alpha): shades of the implementation's colour (SVG hatches are huge)
 STAGES = [("trace_s", "trace", 0.35), ("lower_s", "lower", 0.6), ("compile_only_s", "XLA compile", 1.0)]
 
@@ -85,7 +86,8 @@ def _new(w: float, h: float, nrows: int = 1, ncols: int = 1, **kw):
 def _finish(fig: Figure, device: str, **fields: Any) -> Fig:
     """Tag the figure with its machine and device, then encode it."""
     out = Fig(**fields)
-    fig.suptitle(f"machine: {out.machine}   ·   device: {device}", x=0.01, ha="left", fontsize=9, color="#444444")
+    fig.suptitle(f"machine: {out.machine}   ·   device: {device}", x=0.01, ha="left", fontsize=9, color="#444444",
+                 wrap=True)
     out.uri, out.width, out.height = _encode(fig)
     return out
 
@@ -105,12 +107,15 @@ def _panels(n: int, w: float, h: float, max_w: float, extra_h: float = 0, **kw) 
     return fig, flat[:n]
 
 
-def _cfg(c: Cell) -> tuple:
+Measured = Cell | Replicates  # a figure draws cells, or step configurations with their processes
+
+
+def _cfg(c: Measured) -> tuple:
     return (c.x("image_size"), c.x("pool_stride"))
 
 
-def _by_device(cells: list[Cell]) -> dict[tuple, list[Cell]]:
-    out: dict[tuple, list[Cell]] = defaultdict(list)
+def _by_device(cells: list[Measured]) -> dict[tuple, list[Measured]]:
+    out: dict[tuple, list[Measured]] = defaultdict(list)
     for c in cells:
         out[(c.machine, c.device)].append(c)
     return dict(sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1].lower() != "cpu", kv[0][1])))
@@ -126,10 +131,10 @@ def _impl_legend(fig: Figure, names: list[str], impls: Impls, extra=()) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3))
 
 
-DrawFn = Callable[[list[Cell], Impls, str, str], tuple[Figure, dict]]
+DrawFn = Callable[[list[Measured], Impls, str, str], tuple[Figure, dict]]
 
 
-def _per_device(model: Model, cells: list[Cell], group: str, impls: Impls, draw: DrawFn) -> list[Fig]:
+def _per_device(model: Model, cells: list[Measured], group: str, impls: Impls, draw: DrawFn) -> list[Fig]:
     """One figure per (machine, device): draw(cells, impls, device label, machine label) -> figure, Fig fields."""
     figs = []
     for (mk, dev), cs in _by_device(cells).items():
@@ -159,14 +164,14 @@ def _per_machine(model: Model, cells: list[Cell], fid: str, impls: Impls, draw: 
 # --------------------------------------------------------------------------- bars per batch size
 
 
-def _config_panels(cs: list[Cell], w: float, h: float, max_w: float) -> tuple[Figure, list[tuple]]:
+def _config_panels(cs: list[Measured], w: float, h: float, max_w: float) -> tuple[Figure, list[tuple]]:
     """A panel per (image size, pool stride): the figure and [(axes, config, its cells)]."""
     configs = sorted({_cfg(c) for c in cs}, key=sortkey)
     fig, axes = _panels(len(configs), w, h, max_w)
     return fig, [(ax, cfg, [c for c in cs if _cfg(c) == cfg]) for ax, cfg in zip(axes, configs)]
 
 
-def _batches(cells: list[Cell]) -> list:
+def _batches(cells: list[Measured]) -> list:
     return sorted({c.x("batch_size") for c in cells}, key=sortkey)
 
 
@@ -174,7 +179,7 @@ def _bar_width(names: list[str]) -> float:
     return 0.8 / max(len(names), 1)
 
 
-def _bar_slots(sub: list[Cell], names: list[str], batches: list) -> Iterator[tuple[str, list[tuple[float, Cell]]]]:
+def _bar_slots(sub: list[Measured], names: list[str], batches: list) -> Iterator[tuple[str, list[tuple[float, Measured]]]]:
     """Per implementation, (x, cell) of its bars: a group per batch size, a bar per implementation."""
     width = _bar_width(names)
     for j, name in enumerate(names):
@@ -199,41 +204,53 @@ def _batch_axis(ax, batches: list, cfg: tuple, ylabel: str) -> None:
 
 
 def throughput(model: Model, impls: Impls) -> list[Fig]:
-    cells = [c for c in model.ok("step") if c.step_s is not None and c.x("batch_size") is not None]
-    if not cells:
+    configs = [r for r in model.step_configs() if r.x("batch_size") is not None]
+    if not configs:
         return [_empty("throughput", "throughput", "Throughput per implementation, device and batch size",
                        "no finished step cell.")]
-    return _per_device(model, cells, "throughput", impls, _throughput_fig)
+    return _per_device(model, configs, "throughput", impls, _throughput_fig)
 
 
-def _throughput_fig(cs: list[Cell], impls: Impls, devlabel: str, label: str) -> tuple[Figure, dict]:
+def _throughput_fig(cs: list[Replicates], impls: Impls, devlabel: str, label: str) -> tuple[Figure, dict]:
     names = impls.sort(c.impl for c in cs)
     fig, panels = _config_panels(cs, 4.6, 3.4, 12)
     for ax, cfg, sub in panels:
         batches = _batches(sub)
         for name, slots in _bar_slots(sub, names, batches):
-            if not slots:
-                continue
-            xs, ys, lo, hi = [], [], [], []
-            for x, c in slots:
-                bs = c.x("batch_size")
-                y = bs / c.step_s
-                q1, q3 = c.step_q("q1"), c.step_q("q3")
-                xs.append(x)
-                ys.append(y)
-                # IQR of the step time, mapped to images/s (q3 -> lower, q1 -> upper)
-                lo.append(max(y - bs / q3, 0) if q3 else 0)
-                hi.append(max(bs / q1 - y, 0) if q1 else 0)
-            ax.bar(xs, ys, _bar_width(names) * 0.92, color=impls.color(name), label=name,
-                   yerr=[lo, hi], capsize=3, error_kw={"elinewidth": 1, "ecolor": "#222222"})
+            _throughput_bars(ax, slots, _bar_width(names) * 0.92, impls.color(name))
         _batch_axis(ax, batches, cfg, "throughput (images / s)")
-    _impl_legend(fig, names, impls)
+    extra = [Line2D([], [], marker=".", color="#222222", ls="", label="one worker process")] if any(
+        r.n > 1 for r in cs) else []
+    users = any(num(r.x("user_images_per_s")) for r in cs)
+    if users:
+        extra.append(Line2D([], [], marker="D", mfc="white", mec="#222222", ls="", label="as users run it"))
+    _impl_legend(fig, names, impls, extra)
     return fig, {
         "title": f"Throughput on {devlabel}",
-        "caption": "Training images per second (batch size ÷ median step time, device synchronised, "
-        "batch already on the device). Error bars: the interquartile range of step time. Higher is better.",
+        "caption": "Bars: training images per second from the kernel step (batch size ÷ step time, device "
+        "synchronised, batch already on the device; the geometric mean over worker processes of each process's "
+        "median). Dots: each process. Error bars: the range over processes, or the interquartile range of step "
+        "time where one process ran."
+        + (" Hollow diamonds: images per second as users run it (a whole epoch from host memory, "
+           "the framework's usual loop)." if users else "") + " Higher is better.",
         "alt": f"Bar chart of training throughput in images per second per implementation and batch size on {devlabel}, machine {label}",
     }
+
+
+def _throughput_bars(ax, slots: list[tuple[float, Replicates]], width: float, color: str) -> None:
+    """One implementation's bars (images/s), their spread, a dot per process and the as-users-run-it diamond."""
+    for x, r in slots:
+        bs = r.x("batch_size")
+        y = bs / r.step_s
+        q1, q3 = r.step_q("q1"), r.step_q("q3")  # step time: q3 -> fewer images/s, q1 -> more
+        err = [[max(y - bs / q3, 0) if q3 else 0], [max(bs / q1 - y, 0) if q1 else 0]]
+        ax.bar([x], [y], width, color=color, yerr=err, capsize=3, error_kw={"elinewidth": 1, "ecolor": "#222222"})
+        if r.n > 1:
+            ax.plot([x + width * 0.25] * r.n, [bs / v for v in r.values("step_s")], ".", color="#222222",
+                    markersize=3, alpha=0.7)
+        user = num(r.x("user_images_per_s"))
+        if user:
+            ax.plot([x], [user], marker="D", mfc="white", mec="#222222", markersize=5, ls="", zorder=5)
 
 
 # --------------------------------------------------------------------------- compile
@@ -241,13 +258,13 @@ def _throughput_fig(cs: list[Cell], impls: Impls, devlabel: str, label: str) -> 
 
 def compile_breakdown(model: Model, impls: Impls) -> list[Fig]:
     keys = ("compile_s", *(k for k, _, _ in STAGES))
-    cells = [c for c in model.ok("step") if any(num(c.x(k)) is not None for k in keys)]
-    if not cells:
+    configs = [r for r in model.step_configs() if any(num(r.x(k)) is not None for k in keys)]
+    if not configs:
         return [_empty("compile", "compile", "Compile time", "no step cell reported compile timings.")]
-    return _per_device(model, cells, "compile", impls, _compile_fig)
+    return _per_device(model, configs, "compile", impls, _compile_fig)
 
 
-def _compile_fig(cs: list[Cell], impls: Impls, devlabel: str, label: str) -> tuple[Figure, dict]:
+def _compile_fig(cs: list[Replicates], impls: Impls, devlabel: str, label: str) -> tuple[Figure, dict]:
     # one row per (config, batch size, impl); too many rows -> smallest and largest batch only
     batches, configs = _batches(cs), {_cfg(c) for c in cs}
     if len(batches) * len(configs) * len({c.impl for c in cs}) > 18 and len(batches) > 2:
@@ -266,17 +283,20 @@ def _compile_fig(cs: list[Cell], impls: Impls, devlabel: str, label: str) -> tup
     ax.set_xlim(0, ax.get_xlim()[1] * 1.12)
     handles = [Patch(facecolor="#555555", alpha=a, label=lab) for _, lab, a in STAGES]
     handles.append(Line2D([], [], marker="D", color="#111111", linestyle="", label="first step − steady step"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=4)
+    if any(c.n > 1 for c in cs):
+        handles.append(Line2D([], [], marker="|", color="#111111", linestyle="", label="one worker process"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=5)
     return fig, {
         "title": f"Compile time on {devlabel}",
         "caption": "Stacked bars: JAX's trace, lower and XLA-compile stages (from jax.stages, or jax.monitoring "
         "where Keras jits internally). Diamond: first step minus the steady step, the one figure comparable "
-        "across all implementations. TensorFlow exposes no stage split. Lower is better.",
+        "across all implementations. With several worker processes, each figure is the median over them and the "
+        "ticks are the processes. TensorFlow exposes no stage split. Lower is better.",
         "alt": f"Horizontal stacked bar chart of compile time per implementation on {devlabel}, machine {label}",
     }
 
 
-def _compile_bar(ax, y: int, c: Cell, color: str, multi_config: bool) -> str:
+def _compile_bar(ax, y: int, c: Replicates, color: str, multi_config: bool) -> str:
     """Draw one cell's stacked stages and first-minus-steady diamond at height y; return its tick label."""
     left = 0.0
     for key, _, alpha in STAGES:
@@ -285,9 +305,12 @@ def _compile_bar(ax, y: int, c: Cell, color: str, multi_config: bool) -> str:
             ax.barh(y, v, left=left, height=0.62, color=color, alpha=alpha, edgecolor="white", linewidth=0.8)
             left += v
     first_minus_steady = num(c.x("compile_s"))
+    per_process = c.values("compile_s")
+    if len(per_process) > 1:
+        ax.plot(per_process, [y] * len(per_process), "|", color="#111111", markersize=9, zorder=4)
     if first_minus_steady is not None:
         ax.plot([first_minus_steady], [y], marker="D", color="#111111", markersize=6, zorder=5)
-        ax.annotate(f"{first_minus_steady:.2f} s", (first_minus_steady, y), xytext=(7, 0),
+        ax.annotate(f"{first_minus_steady:.2f} s", (max([first_minus_steady, *per_process]), y), xytext=(7, 0),
                     textcoords="offset points", va="center", fontsize=8)
     if all(num(c.x(key)) is None for key, _, _ in STAGES):
         ax.annotate("no trace/lower/compile split" + (" (TensorFlow)" if c.x("backend") == "tensorflow" else ""),
@@ -422,10 +445,11 @@ def _compare_fig(model: Model, mk: str, cs: list[Cell], impls: Impls) -> tuple[F
 
 
 def _draw_final(ax, x: float, w: float, c: Cell, color: str) -> None:
-    """Mean ± sd over seeds at x (hollow when reused from the cache), and a dot per seed beside it."""
+    """Mean ± sd over seeds at x (hollow when reused from the cache; no bar for one seed), and a dot per seed."""
     mean = c.x("test_accuracy_mean") * 100
     sd = (num(c.x("test_accuracy_sd")) or 0) * 100
-    ax.errorbar([x], [mean], yerr=[sd], fmt="o", color=color, capsize=4, markersize=7,
+    one_seed = len(c.x("seeds") or c.x("test_accuracies") or []) == 1
+    ax.errorbar([x], [mean], yerr=None if one_seed else [sd], fmt="o", color=color, capsize=4, markersize=7,
                 mfc="white" if c.x("from_cache") else color, mew=1.8)
     for a in c.x("test_accuracies") or []:
         if num(a) is not None:
@@ -446,16 +470,23 @@ def _compare_label(cond: tuple, multi_config: bool, multi_device: bool) -> str:
 
 
 def mfu(model: Model, impls: Impls) -> list[Fig]:
-    cells = [c for c in model.ok("step") if c.step_s and num(c.x("flops_per_step")) and c.x("batch_size") is not None]
-    if not cells:
+    configs = [r for r in model.step_configs() if num(r.x("flops_per_step")) and r.x("batch_size") is not None]
+    if not configs:
         return [_empty("mfu", "mfu", "Model FLOP utilisation", "no step cell reported FLOPs per step.")]
-    return _per_device(model, cells, "mfu", impls, _mfu_fig)
+    return _per_device(model, configs, "mfu", impls, _mfu_fig)
 
 
-def _mfu_fig(cs: list[Cell], impls: Impls, devlabel: str, label: str) -> tuple[Figure, dict]:
-    peaks = [num(c.x("peak_flops")) for c in cs if num(c.x("peak_flops"))]
-    peak = statistics.median(peaks) if peaks else None
-    scale, unit = (1e12, "TFLOP/s") if (peak or 0) >= 1e12 else (1e9, "GFLOP/s")
+def _matmul_rate(cs: list[Replicates]) -> tuple[float | None, str]:
+    """The run's measured matmul rate on this device (median where runs differ) and how it was measured."""
+    rates = [num(c.x("peak_flops")) for c in cs if num(c.x("peak_flops"))]
+    how = next((", ".join(str(v) for v in (c.x("matmul_rate_precision"), c.x("matmul_rate_framework")) if v)
+                for c in cs if num(c.x("peak_flops"))), "")
+    return (statistics.median(rates) if rates else None), how
+
+
+def _mfu_fig(cs: list[Replicates], impls: Impls, devlabel: str, label: str) -> tuple[Figure, dict]:
+    rate, how = _matmul_rate(cs)
+    scale, unit = (1e12, "TFLOP/s") if (rate or 0) >= 1e12 else (1e9, "GFLOP/s")
     fig, panels = _config_panels(cs, 4.8, 3.5, 12.5)
     names = impls.sort(c.impl for c in cs)
     for ax, cfg, sub in panels:
@@ -463,38 +494,34 @@ def _mfu_fig(cs: list[Cell], impls: Impls, devlabel: str, label: str) -> tuple[F
         crowded = len(names) * len(batches) > 9
         for name, slots in _bar_slots(sub, names, batches):
             for x, c in slots:
-                _mfu_bar(ax, x, _bar_width(names) * 0.92, c, impls.color(name), peak, scale, crowded)
-        if peak:
-            ax.axhline(peak / scale, color=ACCENT, ls="--", lw=1.4)
-            top = max([peak] + [c.x("flops_per_step") / c.step_s for c in sub])
+                _mfu_bar(ax, x, _bar_width(names) * 0.92, c, impls.color(name), scale, crowded)
+        if rate:
+            ax.axhline(rate / scale, color=ACCENT, ls="--", lw=1.4)
+            top = max([rate] + [c.x("flops_per_step") / c.step_s for c in sub])
             ax.set_ylim(0, top / scale * 1.18)
         _batch_axis(ax, batches, cfg, f"achieved ({unit})")
     extra = []
-    if peak:
-        extra.append(Line2D([], [], color=ACCENT, ls="--", lw=1.4,
-                            label=f"measured peak: {peak / scale:.3g} {unit}"))
-    if any(c.x("flops_source") == "analytic" for c in cs):
-        extra.append(Patch(facecolor="#999999", hatch="xx", edgecolor="white", label="analytic FLOP count"))
+    if rate:
+        extra.append(Line2D([], [], color=ACCENT, ls="--", lw=1.4, label=f"matmul rate {rate / scale:.3g} {unit}"))
+    if any(c.x("flops_source") == "xla" for c in cs):
+        extra.append(Patch(facecolor="#999999", hatch="xx", edgecolor="white", label="XLA's FLOP count (older results)"))
     _impl_legend(fig, names, impls, extra)
     return fig, {
         "title": f"Achieved FLOP/s and MFU on {devlabel}",
-        "caption": "Bars: FLOPs per training step (XLA cost analysis; hatched where only the analytic count was "
-        "available) ÷ median step time. Dashed line: the peak measured on the same device in the same run "
-        "(a large matmul). Labels: MFU, the bar as a fraction of that peak."
-        + ("" if peak else " No peak was measured for this device."),
-        "alt": f"Bar chart of achieved FLOP per second against the measured peak on {devlabel}, machine {label}",
+        "caption": "Bars: FLOPs per training step (the analytic count; XLA's cost analysis is listed beside it "
+        "under “Compute and memory” as a check) ÷ step time. Dashed line: the matmul rate measured on the same "
+        f"device in the same run (a large matmul{f', {how}' if how else ''}, not a datasheet figure). Labels: MFU, "
+        "the bar as a fraction of that rate." + ("" if rate else " No matmul rate was measured for this device."),
+        "alt": f"Bar chart of achieved FLOP per second against the measured matmul rate on {devlabel}, machine {label}",
     }
 
 
-def _mfu_bar(ax, x: float, width: float, c: Cell, color: str, peak: float | None, scale: float,
-             crowded: bool) -> None:
-    """One bar of achieved FLOP/s (hatched for an analytic count), labelled with its MFU."""
+def _mfu_bar(ax, x: float, width: float, c: Replicates, color: str, scale: float, crowded: bool) -> None:
+    """One bar of achieved FLOP/s (hatched for XLA's count), labelled with its MFU."""
     achieved = c.x("flops_per_step") / c.step_s
-    ax.bar([x], [achieved / scale], width, color=color,
-           hatch="" if c.x("flops_source", "xla") == "xla" else "xx", edgecolor="white")
-    frac = num(c.x("mfu"))
-    if frac is None and peak:
-        frac = achieved / peak
+    ax.bar([x], [achieved / scale], width, color=color, hatch="xx" if c.x("flops_source") == "xla" else "",
+           edgecolor="white")
+    frac = c.mfu
     if frac is not None:
         ax.annotate(f"{frac * 100:.0f}%" if frac >= 0.1 else f"{frac * 100:.1f}%",
                     (x, achieved / scale), xytext=(0, 2), textcoords="offset points",
@@ -538,11 +565,11 @@ def _history_fig(model: Model, mk: str, dev: str, ps: list[HistoryPoint], impls:
     cidx = {c: i for i, c in enumerate(commits)}
     nreg = 0
     for k in sorted(series, key=lambda k: (impls.rank(k[0]), sortkey(k[1:]))):
-        got = sorted(series[k].values(), key=lambda p: cidx[p.commit])
-        xs = [cidx[p.commit] for p in got]
-        ys = [p.step_s * 1e3 for p in got]
-        lo = [max(y - p.q1 * 1e3, 0) if p.q1 else 0 for y, p in zip(ys, got)]
-        hi = [max(p.q3 * 1e3 - y, 0) if p.q3 else 0 for y, p in zip(ys, got)]
+        got = sorted((cidx[c], *_history_value(pts)) for c, pts in series[k].items())
+        xs = [x for x, *_ in got]
+        ys = [y * 1e3 for _, y, _, _ in got]
+        lo = [max(y - q1 * 1e3, 0) if q1 else 0 for y, (_, _, q1, _) in zip(ys, got)]
+        hi = [max(q3 * 1e3 - y, 0) if q3 else 0 for y, (_, _, _, q3) in zip(ys, got)]
         ax.errorbar(xs, ys, yerr=[lo, hi], color=impls.color(k[0]), marker=marker[k[1]], ls=linestyle[k[2:]],
                     lw=1.3, markersize=5, capsize=2)
         if gated:
@@ -563,7 +590,9 @@ def _history_fig(model: Model, mk: str, dev: str, ps: list[HistoryPoint], impls:
         group="history",
         title=title,
         machine=label,
-        caption="Median step time per saved pytest-benchmark run (storage folder), colour per implementation, "
+        caption="Step time per saved pytest-benchmark run (storage folder), per training step in old and new "
+        "files alike (older files' per-call statistics ÷ steps per call): a run's median with its IQR as the error "
+        "bar, or the geometric mean of its worker processes' medians with their range. Colour per implementation, "
         "marker per batch size; log scale. Circled points are the regressions the gate flagged"
         + (f" ({model.gate_source})." if model.gate_source else " (no gate file found)."),
         alt=f"Line chart of step time across commits on {devlabel}, machine {label}",
@@ -577,15 +606,21 @@ def _commits_in_time_order(ps: list[HistoryPoint]) -> list[str]:
     return sorted(commit_time, key=lambda c: commit_time[c])
 
 
-def _history_series(ps: list[HistoryPoint]) -> dict[tuple, dict[str, HistoryPoint]]:
-    """(impl, batch size, image size, pool stride) -> commit -> its latest point."""
-    series: dict[tuple, dict[str, HistoryPoint]] = defaultdict(dict)
+def _history_series(ps: list[HistoryPoint]) -> dict[tuple, dict[str, list[HistoryPoint]]]:
+    """(impl, batch size, image size, pool stride) -> commit -> the points of its latest run (one per process)."""
+    series: dict[tuple, dict[str, list[HistoryPoint]]] = defaultdict(lambda: defaultdict(list))
     for p in ps:
-        k = (p.impl, p.batch_size, p.image_size, p.pool_stride)
-        old = series[k].get(p.commit)
-        if old is None or p.when > old.when:
-            series[k][p.commit] = p
-    return series
+        series[(p.impl, p.batch_size, p.image_size, p.pool_stride)][p.commit].append(p)
+    return {k: {c: [p for p in pts if p.when == max(q.when for q in pts)] for c, pts in by_commit.items()}
+            for k, by_commit in series.items()}
+
+
+def _history_value(pts: list[HistoryPoint]) -> tuple[float, float | None, float | None]:
+    """(step time, low, high): one process's median and IQR, or the geometric mean and range of several."""
+    if len(pts) == 1:
+        return pts[0].step_s, pts[0].q1, pts[0].q3
+    vals = [p.step_s for p in pts]
+    return geomean(vals), min(vals), max(vals)
 
 
 def _mark_regressions(ax, regressions: list[dict], k: tuple, dev: str, x: float, y: float) -> int:
@@ -613,7 +648,7 @@ def _history_axes(ax, commits: list[str], ps: list[HistoryPoint]) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "2357" else ""))
-    ax.set_title("Step time across commits (error bars: IQR)")
+    ax.set_title("Step time across commits")
 
 
 # --------------------------------------------------------------------------- all

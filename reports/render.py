@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jinja2
 
-from reports import plots, views
+from reports import plots, stats, verdict, views
 from reports.files import write_atomic
 from reports.formatting import FILTERS
 from reports.model import Model
@@ -31,7 +31,10 @@ def render(model: Model, title: str = "xfbench report", figures: dict | None = N
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         model=model,
         machines=model.machine_list(),
-        verdict=views.verdict(model),
+        verdict=verdict.verdict(model),
+        timed=verdict.timed_regions(model),
+        interval_method=stats.METHOD,
+        winner_rule=stats.WINNER_RULE,
         identity=views.identity(model),
         data=data_rows,
         fp_mismatch=fp_mismatch,

@@ -1,4 +1,5 @@
-"""What the page shows, computed from the model: verdict, identity, data, environment, problems.
+"""What the page shows, computed from the model: identity, data, environment, problems (the verdict is
+in `reports.verdict`), and what every part shares: the implementations in page order with their colours.
 
 Plain dicts and lists for the template and the plots; no matplotlib, no jinja2.
 Nothing here names an implementation: their order and colours come from the results.
@@ -12,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from reports.model import Cell, Machine, Model, as_dict, num
+from reports.model import AA_SUFFIX, Cell, Machine, Model, as_dict
 
 # The origin model as it runs: Flax's nn.max_pool without `strides` pools with stride 1.
 ORIGIN_SPEC = {
@@ -27,7 +28,6 @@ ORIGIN_SPEC = {
 # Okabe & Ito (2008), colour-blind safe; given to implementations in page order.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 NO_IMPL_COLOR = "#777777"  # a cell that names no implementation
-COMPILE_FIGURES = ("compile_s", "first_step_s", "trace_s", "lower_s", "compile_only_s")
 SOURCE_PLAIN = {
     "folder": "REAL data, read from a local folder",
     "tfds": "REAL data, from TensorFlow Datasets",
@@ -40,7 +40,9 @@ SOURCE_PLAIN = {
 
 @dataclass(frozen=True)
 class Impls:
-    """The implementations on the page, in order of first appearance in the results, each with its colour."""
+    """The implementations on the page, each with its colour: in the order the results list them
+    (machine_info's `impl_order`, the harness's registry order: cells run in random order), then any
+    others in order of first appearance, A/A copies last."""
 
     names: list[str]
     colors: dict[str, str]
@@ -53,7 +55,13 @@ class Impls:
             found.update(dict.fromkeys(parity if c.kind == "parity" else [c.impl]))
         found.update(dict.fromkeys(p.impl for p in model.history))
         found.pop("?", None)
-        names = list(found)
+        listed: dict[str, int] = {}
+        for m in model.machines.values():
+            order = m.xf.get("impl_order")
+            for n in order if isinstance(order, list) else []:
+                listed.setdefault(str(n), len(listed))
+        first = {n: i for i, n in enumerate(found)}
+        names = sorted(found, key=lambda n: (n.endswith(AA_SUFFIX), n not in listed, listed.get(n, 0), first[n]))
         return cls(names, {n: OKABE_ITO[i % len(OKABE_ITO)] for i, n in enumerate(names)})
 
     def rank(self, name: str) -> int:
@@ -101,142 +109,6 @@ def status_counts(model: Model) -> dict[str, int]:
     for c in model.cells:
         counts[c.status] += 1
     return dict(counts)
-
-
-# --------------------------------------------------------------------------- verdict
-
-
-def verdict(model: Model) -> list[dict]:
-    """One block per (machine, device): speed ranking per config, compile ranking, accuracy."""
-    impls = Impls.of(model)
-    blocks: dict[tuple, dict] = {}
-    for c in model.ok("step") + model.ok("accuracy"):
-        if (c.machine, c.device) not in blocks:
-            blocks[(c.machine, c.device)] = _block(model, c.machine, c.device)
-    for k, groups in _speed_groups(model, impls).items():
-        blocks[k]["speed"] = groups
-        blocks[k]["headline"] = _headline(groups)
-    for c in model.ok("step"):
-        if c.step_s is not None and c.x("data") == "synthetic":
-            blocks[(c.machine, c.device)]["synthetic_step"] = True
-    for k, b in blocks.items():
-        b["compile"] = _compile_ranking([c for c in model.ok("step") if (c.machine, c.device) == k])
-        accuracy = [_accuracy_row(c) for c in model.ok("accuracy") if (c.machine, c.device) == k]
-        b["acc_table"] = _accuracy_table(accuracy)
-        b["accuracy"] = sorted(accuracy, key=lambda r: (str(r["config"]), str(r["protocol"]), bool(r["augment"]),
-                                                        impls.rank(r["impl"])))
-    return sorted(blocks.values(), key=lambda b: (b["machine"], b["device"].lower() != "cpu", b["device"]))
-
-
-def _block(model: Model, machine: str, device: str) -> dict:
-    return {
-        "machine": model.machines[machine].label,
-        "machine_key": machine,
-        "device": device,
-        "device_label": device_label(model, machine, device),
-        "speed": [],
-        "compile": [],
-        "accuracy": [],
-        "headline": None,
-        "synthetic_step": False,
-        "acc_table": [],
-    }
-
-
-def _speed_groups(model: Model, impls: Impls) -> dict[tuple, list[dict]]:
-    """(machine, device) -> one group per config and batch size, each ranking the implementations."""
-    cells: dict[tuple, dict[str, Cell]] = defaultdict(dict)
-    for c in model.ok("step"):
-        if c.step_s is not None:
-            cells[(c.machine, c.device, c.x("image_size"), c.x("pool_stride"), c.x("batch_size"))][c.impl] = c
-    out: dict[tuple, list[dict]] = defaultdict(list)
-    for (mk, dev, size, stride, bs), by_impl in sorted(cells.items(), key=lambda kv: sortkey(kv[0])):
-        best = min(by_impl.values(), key=lambda c: c.step_s)
-        rows = [_speed_row(by_impl[name], best) for name in impls.sort(by_impl)]
-        out[(mk, dev)].append({"config": config_label(size, stride), "batch_size": bs, "rows": rows,
-                               "fastest": best.impl, "by_impl": {r["impl"]: r for r in rows}})
-    return out
-
-
-def _speed_row(c: Cell, best: Cell) -> dict:
-    return {
-        "impl": c.impl,
-        "step_s": c.step_s,
-        "q1": c.step_q("q1"),
-        "q3": c.step_q("q3"),
-        "images_per_s": c.images_per_s,
-        "ratio": c.step_s / best.step_s,
-        "best": c is best,
-        "mfu": num(c.x("mfu")),
-        "recompiles": c.x("recompiles"),
-    }
-
-
-def _headline(groups: list[dict]) -> list[dict]:
-    """Geometric mean of each implementation's ratio to the fastest, over every config and batch size."""
-    ratios: dict[str, list[float]] = defaultdict(list)
-    for g in groups:
-        for r in g["rows"]:
-            ratios[r["impl"]].append(r["ratio"])
-    gm = {name: statistics.geometric_mean(rs) for name, rs in ratios.items()}
-    order = sorted(gm, key=lambda n: gm[n])
-    return [{"impl": n, "ratio": gm[n] / gm[order[0]], "n": len(ratios[n])} for n in order]
-
-
-def _compile_ranking(cells: list[Cell]) -> list[dict]:
-    """Per implementation, the median over its cells of each compile figure; fastest first."""
-    per_impl: dict[str, list[Cell]] = defaultdict(list)
-    for c in cells:
-        per_impl[c.impl].append(c)
-    rows = [{"impl": name, **{k: median(num(c.x(k)) for c in cs) for k in COMPILE_FIGURES}, "n": len(cs)}
-            for name, cs in per_impl.items()]
-    rows.sort(key=lambda r: (r["compile_s"] is None, r["compile_s"] or 0))
-    fastest = next((r["compile_s"] for r in rows if r["compile_s"]), None)
-    for r in rows:
-        r["ratio"] = r["compile_s"] / fastest if fastest and r["compile_s"] else None
-    return rows
-
-
-def _accuracy_row(c: Cell) -> dict:
-    accs = [a for a in (c.x("test_accuracies") or []) if num(a) is not None]
-    return {
-        "impl": c.impl,
-        "protocol": c.x("protocol", "?"),
-        "augment": c.x("augment"),
-        "epochs": c.x("epochs"),
-        "seeds": c.x("seeds") or [],
-        "mean": num(c.x("test_accuracy_mean")),
-        "sd": num(c.x("test_accuracy_sd")),
-        "min": min(accs) if accs else None,
-        "max": max(accs) if accs else None,
-        "from_cache": bool(c.x("from_cache", False)),
-        "train_s": num(c.x("train_s")),
-        "data": c.x("data"),
-        "config": config_label(c.x("image_size"), c.x("pool_stride")),
-        "batch_size": c.x("batch_size"),
-    }
-
-
-def _accuracy_table(rows: list[dict]) -> list[dict]:
-    """One row per condition (config, protocol, augmentation), one column per implementation."""
-    conds: dict[tuple, dict] = {}
-    multi_cfg = len({r["config"] for r in rows}) > 1
-    for r in rows:
-        k = (r["config"], str(r["protocol"]), bool(r["augment"]))
-        if k not in conds:
-            conds[k] = {
-                "label": f"{r['protocol']} split, {'augmented' if r['augment'] else 'no augmentation'}",
-                "short": f"{r['protocol']}{' + aug' if r['augment'] else ''}",
-                "config": r["config"] if multi_cfg else "",
-                "by_impl": {},
-                "epochs": r["epochs"],
-                "seeds": len(r["seeds"]),
-            }
-        conds[k]["by_impl"][r["impl"]] = r
-    for c in conds.values():
-        means = [r["mean"] for r in c["by_impl"].values() if r["mean"] is not None]
-        c["spread"] = max(means) - min(means) if len(means) > 1 else None
-    return [conds[k] for k in sorted(conds, key=lambda k: (k[0], k[1] != "original", k[2]))]
 
 
 # --------------------------------------------------------------------------- identity
@@ -352,6 +224,10 @@ def environment(model: Model) -> dict:
         ("System", [" ".join(str(x) for x in (m.info.get("system"), m.info.get("release")) if x) or None for m in ms]),
     ]
     rows += [(k, [m.versions.get(k) for m in ms]) for k in packages]
+    rows += _thread_rows(model, ms)
+    rows += [(label, [m.xf.get(k) for m in ms]) for label, k in
+             (("Processes per step cell", "replicates"), ("Step-cell order seed", "order_seed"), ("A/A control of", "aa"))
+             if any(m.xf.get(k) is not None for m in ms)]
     rows += [
         ("XLA_FLAGS", [m.xf.get("xla_flags") if m.xf.get("xla_flags") else "(none)" if m.xf else None for m in ms]),
         ("Profiles", [_profiles(m) for m in ms]),
@@ -361,6 +237,31 @@ def environment(model: Model) -> dict:
         ("Results from", [m.latest or None for m in ms]),
     ]
     return {"machines": [m.label for m in ms], "rows": rows}
+
+
+def _thread_rows(model: Model, ms: list[Machine]) -> list[tuple[str, list]]:
+    """A row per implementation: its thread settings (environment and framework) on each machine;
+    an A/A copy only where it differs from its original."""
+    found: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for c in model.ok("step"):
+        if isinstance(c.x("threads"), dict) and (t := _compact(c.x("threads"))) not in found[(c.impl, c.machine)]:
+            found[(c.impl, c.machine)].append(t)
+    rows = []
+    for name in Impls.of(model).sort(n for n, _ in found):
+        vals = [" | ".join(found.get((name, m.key), [])) or None for m in ms]
+        base = name.removesuffix(AA_SUFFIX)
+        if name == base or any(found.get((name, m.key)) not in (None, [], found.get((base, m.key))) for m in ms):
+            rows.append((f"Threads · {name}", vals))
+    return rows
+
+
+def _compact(d: dict) -> str:
+    """{"env": {"OMP_NUM_THREADS": "2"}, "intra_op": 2} -> "env: OMP_NUM_THREADS=2; intra_op=2"."""
+    def val(v: Any) -> str:
+        return "unset" if v is None else str(v)
+
+    return "; ".join(f"{k}: " + ", ".join(f"{kk}={val(vv)}" for kk, vv in v.items()) if isinstance(v, dict)
+                     else f"{k}={val(v)}" for k, v in d.items())
 
 
 def _profiles(m: Machine) -> str | None:
@@ -387,7 +288,7 @@ def problems(model: Model) -> list[dict]:
                 "status": c.status if c.status != "ok" else "warning",
                 "kind": c.kind,
                 "cell": c.name if c.name != c.id else c.id,
-                "impl": c.x("impl"),
+                "impl": c.impl if c.x("impl") else None,
                 "device": c.x("device"),
                 "reason": c.reason or "; ".join(warnings) or "(no reason given)",
                 "run": c.run_id,

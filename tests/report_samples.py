@@ -113,7 +113,7 @@ def acc_cell(impl, backend, device, protocol, augment, rng, epochs=8, seeds=(0, 
         hist.append(per)
         finals.append(per[-1]["test_accuracy"])
     mean = sum(finals) / len(finals)
-    sd = (sum((x - mean) ** 2 for x in finals) / (len(finals) - 1)) ** 0.5
+    sd = (sum((x - mean) ** 2 for x in finals) / (len(finals) - 1)) ** 0.5 if len(finals) > 1 else 0.0  # as the harness
     extra = {"status": "ok", "reason": None, "kind": "accuracy", "impl": impl, "backend": backend, "device": device,
              "protocol": protocol, "augment": augment, "epochs": epochs, "seeds": list(seeds), "batch_size": 32,
              "image_size": image_size, "pool_stride": stride, "test_accuracy_mean": mean, "test_accuracy_sd": sd,
@@ -300,3 +300,155 @@ def everything(root: Path) -> dict:
         "history": history(root),
         "gate": gate(root / ".xfbench" / "gate" / "last.json"),
     }
+
+
+# --------------------------------------------------------------------------- replicates (issue 11)
+
+H100 = "NVIDIA H100 80GB HBM3"
+# (device, batch size) -> series -> the median step time of each of three worker processes, in seconds.
+# On the CPU, flax and keras-jax are within noise and keras-tf is clearly slower; on the GPU flax is
+# clearly fastest. "flax (A/A copy)" is the A/A control: the same flax code run as its own series.
+REPLICATE_STEPS = {
+    ("cpu", 16): {"flax": [0.0215, 0.0211, 0.0219], "keras-jax": [0.0213, 0.0220, 0.0216],
+                  "keras-tf": [0.0330, 0.0324, 0.0335], "flax (A/A copy)": [0.0214, 0.0217, 0.0212]},
+    ("cpu", 32): {"flax": [0.0400, 0.0410, 0.0396], "keras-jax": [0.0405, 0.0398, 0.0412],
+                  "keras-tf": [0.0600, 0.0612, 0.0595], "flax (A/A copy)": [0.0402, 0.0407, 0.0399]},
+    (H100, 128): {"flax": [0.00200, 0.00202, 0.00199], "keras-jax": [0.00240, 0.00243, 0.00238],
+                  "keras-tf": [0.00320, 0.00318, 0.00325]},
+}
+REPLICATE_COMPILE = {"flax": [0.90, 0.95, 0.92], "keras-jax": [1.70, 1.65, 1.75], "keras-tf": [3.2, 3.3, 3.1],
+                     "flax (A/A copy)": [0.91, 0.93, 0.94]}
+TIMED_REGION = {
+    "flax": "one jitted train step (forward, backward, optax Adam update) on a device-resident batch, synchronised",
+    "keras-jax": "one Keras train_step via the JAX backend on a device-resident batch, synchronised",
+    "keras-tf": "one tf.function train step on a device-resident batch, synchronised",
+}
+USER_LOOP = {
+    "flax": "idiomatic Flax loop: one jitted step per host batch",
+    "keras-jax": "model.fit, verbose 0, second epoch",
+    "keras-tf": "model.fit, verbose 0, second epoch",
+}
+THREADS = {"env": {"OMP_NUM_THREADS": "2", "TF_NUM_INTRAOP_THREADS": None},
+           "framework": {"intra_op": 2, "inter_op": 1}}
+
+
+def replicate_step(series: str, device: str, bs: int, r: int, step: float, compile_s: float, replicates: int = 3,
+                   image_size: int = 64) -> dict:
+    """A new-format step cell record: worker process `r` of `replicates`, stats per step."""
+    impl = series.split(" ")[0]
+    aa = series.endswith("(A/A copy)")
+    backend = "tensorflow" if impl == "keras-tf" else "jax"
+    dev = "cpu" if device == "cpu" else "gpu"
+    cid = f"step-{impl}{'-aa' if aa else ''}-{dev}-s{image_size}-p1-b{bs}-r{r}"
+    stats = {"min": step * 0.96, "max": step * 1.2, "mean": step * 1.01, "stddev": step * 0.02, "median": step,
+             "iqr": step * 0.05, "q1": step * 0.98, "q3": step * 1.03, "rounds": 20, "iterations": 1,
+             "ops": 1 / step, "total": step * 20}
+    flops = 3 * bs * (2 * image_size ** 2 * 27 * 16 + 2 * 62 ** 2 * 9 * 16 * 32 + 2 * 61 ** 2 * 32 * 64)
+    peak = 2.6e11 if device == "cpu" else 5.1e14
+    user_step = step * (1.35 if impl.startswith("keras") else 1.15)
+    extra = {
+        "status": "ok", "kind": "step", "impl": impl, "backend": backend, "device": device, "batch_size": bs,
+        "image_size": image_size, "pool_stride": 1, "replicate": r, "replicates": replicates, "stats_unit": "step",
+        "steps_per_call": 10, "step_s_median": step, "step_s_q1": step * 0.98, "step_s_q3": step * 1.03,
+        "images_per_s": bs / step, "compile_s": compile_s, "first_step_s": compile_s + step,
+        "trace_s": 0.12 * compile_s if backend == "jax" else None, "lower_s": 0.08 * compile_s if backend == "jax" else None,
+        "compile_only_s": 0.7 * compile_s if backend == "jax" else None,
+        "timed_region": TIMED_REGION[impl], "user_loop": USER_LOOP[impl], "user_epoch_s": user_step * 1027 / bs,
+        "user_images_per_s": bs / user_step, "flops_per_step": flops, "flops_source": "analytic",
+        "flops_xla": flops * 1.04 if backend == "jax" else None,
+        "flops_xla_to_analytic": 1.04 if backend == "jax" else None, "peak_flops": peak,
+        "matmul_rate_precision": "float32", "matmul_rate_framework": "jax", "mfu": flops / step / peak,
+        "threads": THREADS, "peak_memory_bytes": 2 ** 20 * bs * 9, "memory_source": "rss" if device == "cpu" else "device",
+        "rss_growth_bytes": 2 ** 20 * 3 if device == "cpu" else None, "recompiles": 0, "data": "real",
+    }
+    if aa:
+        extra["aa_copy"] = True
+    return {"id": cid, "name": f"test_step[{cid}]", "kind": "step", "status": "ok", "reason": None, "stats": stats,
+            "extra_info": extra}
+
+
+def replicated_run(root: Path, run_id: str = "20250201-100000-rep") -> Path:
+    """A run folder from "rep-box": every step cell in 3 worker processes, in seeded random interleaved order
+    (machine_info's impl_order gives the registry's), an A/A copy of flax on the CPU, and accuracy cells
+    (flax with one seed, keras-jax with three). As the harness writes them, only replicate 0 records XLA's
+    FLOP count and the epoch as users run it."""
+    folder = root / run_id
+    cells = []
+    for (device, bs), by_series in REPLICATE_STEPS.items():
+        for series, steps in by_series.items():
+            scale = 1.0 if device == "cpu" else 1.6
+            cells += [replicate_step(series, device, bs, r, step, REPLICATE_COMPILE[series][r] * scale)
+                      for r, step in enumerate(steps)]
+    for c in cells:
+        if c["extra_info"]["replicate"]:
+            c["extra_info"].update(flops_xla=None, flops_xla_to_analytic=None)
+            for k in ("user_epoch_s", "user_images_per_s", "user_loop"):
+                del c["extra_info"][k]
+    order = random.Random(11)
+    order.shuffle(cells)
+    rng = random.Random(12)
+    for impl, backend, seeds in (("flax", "jax", (0,)), ("keras-jax", "jax", (0, 1, 2))):
+        name, extra = acc_cell(impl, backend, "cpu", "original", False, rng, epochs=4, seeds=seeds)
+        cells.append({"id": name, "name": name, "kind": "accuracy", "status": "ok", "reason": None, "stats": None,
+                      "extra_info": extra})
+    for c in cells:
+        _write(folder / "cells" / f"{c['id']}.json", c)
+    info = machine_info("cpu")
+    info["node"] = "rep-box"
+    info["xfbench"].update(gpus=[H100], impl_order=["flax", "keras-jax", "keras-tf"], replicates=3, aa="flax",
+                           order_seed=11, stats_unit="step")
+    _write(folder / "run.json", {"run_id": run_id, "started": "2025-02-01T10:00:00", "finished": "2025-02-01T10:40:00",
+                                 "profile": "default", "commit": "c" * 40, "machine_info": info,
+                                 "planned": [c["id"] for c in cells]})
+    return folder
+
+
+def single_replicate_run(root: Path, run_id: str = "20250202-100000-solo") -> Path:
+    """A run folder from "solo-box" in the new format but with one worker process per cell: no interval."""
+    folder = root / run_id
+    cells = [replicate_step(impl, "cpu", 32, 0, step, comp, replicates=1)
+             for impl, step, comp in (("flax", 0.0400, 0.9), ("keras-jax", 0.0460, 1.7))]
+    for c in cells:
+        _write(folder / "cells" / f"{c['id']}.json", c)
+    info = machine_info("cpu")
+    info["node"] = "solo-box"
+    _write(folder / "run.json", {"run_id": run_id, "started": "2025-02-02T10:00:00", "finished": "2025-02-02T10:05:00",
+                                 "profile": "quick", "commit": "d" * 40, "machine_info": info,
+                                 "planned": [c["id"] for c in cells]})
+    return folder
+
+
+def mixed_history(root: Path) -> Path:
+    """Saved pytest-benchmark runs of "rep-box" across four commits, the same speed throughout:
+    two old files (stats per timed call of 10 steps; the second without step_s_* figures) and two new
+    ones (stats per step, 3 worker processes; the first without step_s_* figures)."""
+    storage = root / ".benchmarks-mixed" / "Linux-CPython-3.11-64bit"
+    info = machine_info("cpu")
+    info["node"] = "rep-box"
+    info["xfbench"]["gpus"] = [H100]
+    for i, commit in enumerate(("6a7b8c9d0e", "7b8c9d0e1f", "8c9d0e1f20", "9d0e1f2031")):
+        new = i >= 2
+        benches = []
+        for r in range(3 if new else 1):
+            rec = replicate_step("flax", "cpu", 32, r, REPLICATE_STEPS[("cpu", 32)]["flax"][r], 0.9)
+            extra = rec["extra_info"]
+            if not new:  # the old format: one process, per-call statistics, no replicate fields
+                rec["stats"] = {k: v * 10 if k not in ("rounds", "iterations", "ops") else v
+                                for k, v in rec["stats"].items()}
+                for k in ("replicate", "replicates", "stats_unit"):
+                    del extra[k]
+            if i in (1, 2):
+                for k in ("step_s_median", "step_s_q1", "step_s_q3"):
+                    del extra[k]
+            benches.append(_bench("step", rec["name"], rec["stats"], extra))
+        _write(storage / f"{i + 1:04d}_{commit}.json", {
+            "machine_info": info, "benchmarks": benches, "datetime": f"2025-01-1{i}T12:00:00+00:00",
+            "commit_info": {"id": commit + "0" * 30, "time": f"2025-01-1{i}T10:00:00+00:00", "dirty": False}})
+    return storage.parent
+
+
+def replicates(root: Path) -> dict:
+    """Write the replicate samples under `root`; return the paths by name."""
+    runs = Path(root) / ".xfbench" / "runs"
+    return {"replicated_run": replicated_run(runs), "single_replicate_run": single_replicate_run(runs),
+            "mixed_history": mixed_history(Path(root))}

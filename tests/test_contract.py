@@ -81,7 +81,7 @@ def _drive_worker(name: str, tmp) -> dict:
         out = {"hello": w.call("hello"), "setup": w.call("setup", cell=cell), "first": w.call("first_step")}
         out["warmup"] = w.call("warmup", n=2)
         out["losses"] = [w.call("steps", n=3) for _ in range(3)]
-        out["finish"] = w.call("finish", loop_steps=2)
+        out["finish"] = w.call("finish", loop_steps=2, extras=True)
     return out
 
 
@@ -151,4 +151,12 @@ def test_worker_protocol_and_zero_retraces(workers, name):
     assert all(isinstance(v, float) and v == v for v in w["losses"])
     fin = w["finish"]
     assert fin["recompiles"] == 0, f"{name} recompiled during the timed steps"
-    assert len(fin["inner_call_s"]) == 3 and fin["peak_flops"] > 0 and fin["peak_memory_bytes"] > 0
+    assert len(fin["inner_call_s"]) == 3 and fin["peak_memory_bytes"] > 0 and fin["rss_growth_bytes"] is not None
+    assert w["setup"]["threads"]["cpu_affinity"] >= 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_epoch_as_users_run_it(workers, name):
+    """fit_epoch over host arrays: Keras's model.fit, the others' one-step-per-batch loop."""
+    fin = workers[name]["finish"]
+    assert fin["user_epoch_s"] > 0 and fin["user_images_per_s"] > 0 and fin["user_loop"]

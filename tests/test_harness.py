@@ -21,8 +21,9 @@ from benchmarks.worker_client import Worker, WorkerError
 ROOT = Path(__file__).resolve().parents[1]
 STEP_KEYS = {
     "steps_per_call", "step_s_median", "impl", "backend", "device", "batch_size", "image_size", "pool_stride",
-    "compile_s", "trace_s", "lower_s", "compile_only_s", "images_per_s", "epoch_s", "flops_per_step",
-    "peak_flops", "mfu", "peak_memory_bytes", "recompiles",
+    "compile_s", "trace_s", "lower_s", "compile_only_s", "images_per_s", "user_epoch_s", "flops_per_step",
+    "flops_xla", "peak_flops", "mfu", "peak_memory_bytes", "recompiles", "stats_unit", "timed_region", "threads",
+    "replicate", "replicates", "command",
 }
 ACCURACY_KEYS = {"test_accuracy_mean", "test_accuracy_sd", "seeds", "epochs", "protocol", "from_cache"}
 
@@ -47,10 +48,12 @@ def test_worker_measures_a_step(tmp_path):
         assert first["first_step_s"] > 0 and first["compile_only_s"] > 0 and first["trace_s"] > 0
         assert len(w.call("warmup", n=2)) == 2
         assert isinstance(w.call("steps", n=2), float)
-        fin = w.call("finish", loop_steps=2)
+        fin = w.call("finish", loop_steps=2, extras=True)
+        rate = w.call("matmul_rate", backend="jax", device="cpu", n=256, repeats=2)
     assert fin["recompiles"] == 0
-    assert fin["peak_flops"] > 0 and fin["epoch_s"] > 0 and fin["peak_memory_bytes"] > 0
-    # XLA's count agrees with the analytic count of the spec within 10%
+    assert fin["user_epoch_s"] > 0 and fin["peak_memory_bytes"] > 0
+    assert rate["flops"] > 0 and rate["precision"] == "float32" and rate["framework"] == "jax"
+    # XLA's count agrees with the analytic count of the spec (no input gradient for conv1) within 10%
     assert fin["flops_xla"] == pytest.approx(ModelSpec(16).train_flops(8), rel=0.1)
 
 
@@ -121,11 +124,13 @@ def test_benchmark_json_has_every_figure(bench_run):
     (step,), (acc,), (parity,) = by_kind["step"], by_kind["accuracy"], by_kind["parity"]
     assert STEP_KEYS <= set(step["extra_info"]), STEP_KEYS - set(step["extra_info"])
     assert step["extra_info"]["recompiles"] == 0
-    assert step["extra_info"]["step_s_median"] == pytest.approx(step["stats"]["median"] / step["extra_info"]["steps_per_call"])
+    # pytest-benchmark's own statistics are per step, whatever steps_per_call was
+    assert step["extra_info"]["stats_unit"] == "step"
+    assert step["extra_info"]["step_s_median"] == pytest.approx(step["stats"]["median"])
     assert 0 < step["extra_info"]["mfu"] < 1
     # the round trip was timed, sized the calls, and an overhead above 2% is flagged, not hidden
     e = step["extra_info"]
-    assert 0 < e["round_trip_s"] < step["stats"]["median"] / 10
+    assert 0 < e["round_trip_s"] < step["stats"]["median"] * e["steps_per_call"] / 10
     assert (e["harness_overhead"] > MAX_OVERHEAD) == bool(e.get("warnings"))
     assert ACCURACY_KEYS <= set(acc["extra_info"])
     assert 0 <= acc["extra_info"]["test_accuracy_mean"] <= 1 and acc["extra_info"]["from_cache"] is False

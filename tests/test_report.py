@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -14,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report_samples  # noqa: E402  (test fixtures)
 
 from reports import cli as rcli  # noqa: E402
-from reports import loading, plots, render, views  # noqa: E402
+from reports import formatting, loading, plots, render, stats, verdict, views  # noqa: E402
+from reports import model as model_mod  # noqa: E402
 from reports.build import ReportError, build_report  # noqa: E402
 
 SECTIONS = ("verdict", "identity", "plots", "data", "environment", "problems")
@@ -78,26 +81,29 @@ def test_two_machines_side_by_side(full):
     row = dict(env["rows"])
     assert row["GPUs"] == ["none", "NVIDIA H100 80GB HBM3"]
     assert "Intel(R) Xeon(R) Platinum 8370C" in row["CPU"][0]
-    devices = {(b["machine"], b["device"]) for b in views.verdict(model)}
+    devices = {(b["machine"], b["device"]) for b in verdict.verdict(model)}
     assert devices == {("cpu-box", "cpu"), ("gpu-box", "NVIDIA H100 80GB HBM3")}
     # both machines have their own tagged throughput figure
     for label, dev in (("cpu-box", "CPU (Intel"), ("gpu-box", "NVIDIA H100 80GB HBM3")):
-        assert re.search(rf'<h4>Throughput on {re.escape(dev)}[^<]*<span class="mtag" title="machine">{label}</span>', html)
+        assert re.search(rf'<h4>Throughput on {re.escape(dev)}[^<]*<span class="mtag" title="machine: {label}">{label}</span>', html)
 
 
 def test_verdict_ratios_and_rankings(full):
     model, html, _ = full
-    blocks = {b["machine"]: b for b in views.verdict(model)}
+    blocks = {b["machine"]: b for b in verdict.verdict(model)}
     cpu = blocks["cpu-box"]
-    assert cpu["headline"][0]["impl"] == "flax" and cpu["headline"][0]["ratio"] == pytest.approx(1.0)
-    assert [h["impl"] for h in cpu["headline"]] == ["flax", "keras-jax", "keras-tf"]
-    assert cpu["headline"][2]["ratio"] > 1.3
-    assert [r["impl"] for r in cpu["compile"]] == ["flax", "keras-jax", "keras-tf"]
-    assert cpu["compile"][2]["trace_s"] is None  # TensorFlow has no stage split
+    head = cpu["headline"]
+    assert head["fastest"] == "flax" and [h["impl"] for h in head["rows"]] == ["flax", "keras-jax", "keras-tf"]
+    assert head["rows"][2]["ratio"].value > 1.3
+    # one worker process per cell in these (older) results: ratios, but no interval and no winner named
+    assert head["status"] == "no interval" and head["winner"] is None
+    assert all(not r["ratio"].has_interval for r in head["rows"][1:])
+    assert [r["impl"] for r in cpu["compile"]["rows"]] == ["flax", "keras-jax", "keras-tf"]
+    assert cpu["compile"]["rows"][2]["trace_s"] is None  # TensorFlow has no stage split
     conds = [c["label"] for c in cpu["acc_table"]]
     assert conds == ["original split, no augmentation", "original split, augmented", "resplit split, no augmentation"]
     assert all(set(c["by_impl"]) == {"flax", "keras-jax", "keras-tf"} for c in cpu["acc_table"])
-    assert "Fastest:" in html and "compiles fastest" in html
+    assert "No winner named: no interval" in html and "compiles fastest" not in html
 
 
 def test_partial_run_shows_missing_cells(full):
@@ -193,9 +199,10 @@ def test_implementations_no_code_knows_get_columns_plots_and_colours(samples, tm
     assert impls.colors == dict(zip(impls.names, views.OKABE_ITO))
     unknown = ("jax-raw", "flax-nnx")
 
-    block = next(b for b in views.verdict(model) if b["machine"] == "nnx-box")
+    block = next(b for b in verdict.verdict(model) if b["machine"] == "nnx-box")
     for name in unknown:
-        assert name in {h["impl"] for h in block["headline"]} and name in {r["impl"] for r in block["compile"]}
+        assert name in {h["impl"] for h in block["headline"]["rows"]}
+        assert name in {r["impl"] for r in block["compile"]["rows"]}
         assert all(name in g["by_impl"] for g in block["speed"]) and all(name in c["by_impl"] for c in block["acc_table"])
     parity = next(p for p in views.identity(model)["parity"] if p["machine"] == "nnx-box")
     assert [r["impl"] for r in parity["rows"]] == ["flax", "jax-raw", "flax-nnx"]
@@ -299,3 +306,192 @@ def test_cli_writes_atomically(samples, tmp_path, capsys):
 def test_the_page_is_small(full):
     _, html, out = full
     assert out.stat().st_size < 3_000_000
+
+
+# --------------------------------------------------------------------------- intervals across worker processes
+
+
+def test_t_quantile_matches_the_tables():
+    for df, t in ((2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042), (1e6, 1.960)):
+        assert stats.t_quantile(0.975, df) == pytest.approx(t, abs=5e-4), df
+    assert stats.t_quantile(0.025, 4) == pytest.approx(-2.776, abs=5e-4)
+    scipy_stats = pytest.importorskip("scipy.stats")  # a finer check where scipy happens to be installed
+    for df in (1, 2.5, 3.83, 7.3, 55.0, 400.0):
+        for p in (0.6, 0.9, 0.975, 0.995):
+            assert stats.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-9), (p, df)
+
+
+def test_welch_interval_by_hand():
+    e = math.e
+    # logs a = 1, 2, 3 and b = 0, 1, 2: d = 1, variances 1, se = sqrt(1/3 + 1/3), df = (2/3)^2 / (2 * (1/3)^2 / 2) = 4
+    r = stats.log_ratio([([e, e**2, e**3], [1.0, e, e**2])])
+    half = 2.776445105 * math.sqrt(2 / 3)
+    assert (r.value, r.df) == (pytest.approx(e), pytest.approx(4.0))
+    assert (r.lo, r.hi) == (pytest.approx(math.exp(1 - half)), pytest.approx(math.exp(1 + half)))
+    assert (r.lo, r.hi) == (pytest.approx(0.28169, abs=1e-5), pytest.approx(26.2314, abs=1e-3))
+    # keras-tf over flax on rep-box's CPU at batch 32 (report_samples.REPLICATE_STEPS): d = 0.404396,
+    # s² of the logs 2.09295e-4 and 3.19634e-4, se = 0.0132782, df = 3.83319, t = 2.82475
+    steps = report_samples.REPLICATE_STEPS[("cpu", 32)]
+    r = stats.log_ratio([(steps["keras-tf"], steps["flax"])])
+    assert r.df == pytest.approx(3.83319, abs=1e-4)
+    assert (r.value, r.lo, r.hi) == (pytest.approx(1.49840, abs=1e-5), pytest.approx(1.44324, abs=1e-5),
+                                     pytest.approx(1.55567, abs=1e-5))
+    assert r.verdict == "slower"
+    r = stats.log_ratio([(steps["keras-jax"], steps["flax"])])  # within noise: the interval straddles 1
+    assert (r.lo, r.hi) == (pytest.approx(0.96808, abs=1e-5), pytest.approx(1.04846, abs=1e-5))
+    assert r.verdict == "no clear difference"
+
+
+def test_interval_over_several_configurations_combines_the_variances():
+    a1, b1, a2, b2 = [1.0, 1.1, 1.2], [2.0, 2.1, 2.3], [3.0, 3.3], [3.1, 3.2, 3.4, 3.3]
+    logs = [[math.log(x) for x in xs] for xs in (a1, b1, a2, b2)]
+    means = [statistics.fmean(v) for v in logs]
+    w = [statistics.variance(v) / len(v) for v in logs]
+    d = ((means[0] - means[1]) + (means[2] - means[3])) / 2
+    df = sum(w) ** 2 / sum(wi * wi / (len(v) - 1) for wi, v in zip(w, logs))
+    half = stats.t_quantile(0.975, df) * math.sqrt(sum(w) / 4)
+    r = stats.log_ratio([(a1, b1), (a2, b2)])
+    assert (r.value, r.lo, r.hi, r.df) == (pytest.approx(math.exp(d)), pytest.approx(math.exp(d - half)),
+                                           pytest.approx(math.exp(d + half)), pytest.approx(df))
+    assert (r.n_a, r.n_b) == (2, 3)
+
+
+def test_fewer_than_two_processes_give_no_interval():
+    for pairs in ([([0.04], [0.05, 0.051])], [([0.04, 0.041], [0.05])], [([0.04, 0.041], [0.05, 0.05]), ([1.0], [2.0])]):
+        r = stats.log_ratio(pairs)
+        assert r.value > 0 and not r.has_interval and r.verdict == "no interval"
+    assert stats.log_ratio([([], [1.0])]) is None
+
+
+def test_ratio_and_byte_formats():
+    assert formatting.fmt_ci(stats.Ratio(1.2, 1.1, 1.3)) == "×1.20 [1.10–1.30]"
+    assert formatting.fmt_ci(stats.Ratio(1.007, 0.984, 1.031)) == "×1.007 [0.984–1.031]"  # narrow: 3 decimals
+    assert formatting.fmt_ci(stats.Ratio(1.15)) == "×1.15" and formatting.fmt_ci(None) == "–"
+    assert formatting.fmt_bytes(3 * 2**20, signed=True) == "+3 MiB" and formatting.fmt_bytes(1536) == "1.5 KiB"
+    assert formatting.fmt_bytes(-2 * 2**30, signed=True) == "−2 GiB" and formatting.fmt_bytes(None) == "–"
+
+
+@pytest.fixture(scope="module")
+def reps(tmp_path_factory):
+    """rep-box (3 processes per cell, an A/A copy), solo-box (one process) and the mixed-format history."""
+    r = report_samples.replicates(tmp_path_factory.mktemp("reps"))
+    model = loading.load([r["replicated_run"], r["single_replicate_run"]], history_dir=r["mixed_history"],
+                         include_published=False)
+    blocks = {(b["machine"], "cpu" if b["device"] == "cpu" else "gpu"): b for b in verdict.verdict(model)}
+    return model, blocks, render.render(model)
+
+
+def test_replicates_are_one_configuration(reps):
+    model, _, _ = reps
+    configs = {(r.machine.split(" ")[0], r.impl, r.device, r.x("batch_size")): r for r in model.step_configs()}
+    flax = configs[("rep-box", "flax", "cpu", 32)]
+    assert [c.replicate for c in flax.cells] == [0, 1, 2] and flax.n == flax.planned == 3
+    assert flax.values("step_s") == report_samples.REPLICATE_STEPS[("cpu", 32)]["flax"]
+    assert flax.step_s == pytest.approx(stats.geomean([0.0400, 0.0410, 0.0396]))
+    assert flax.values("compile_s") == report_samples.REPLICATE_COMPILE["flax"]
+    assert (flax.step_q("q1"), flax.step_q("q3")) == (0.0396, 0.0410)  # the range over processes
+    old = loading.Cell(machine="m", source="s", id="x", name="x", kind="step", status="ok", reason=None,
+                       stats={"median": 0.5, "q1": 0.4}, extra={"steps_per_call": 10})
+    assert old.replicate == 0 and model_mod.Replicates([old]).planned == 1  # an old cell: replicate 0 of 1
+    assert old.step_s == pytest.approx(0.05)  # per call ÷ steps per call
+    new = loading.Cell(machine="m", source="s", id="y", name="y", kind="step", status="ok", reason=None,
+                       stats={"median": 0.05}, extra={"steps_per_call": 10, "stats_unit": "step"})
+    assert new.step_s == pytest.approx(0.05)  # already per step
+
+
+def test_a_clear_winner_is_named(reps):
+    _, blocks, html = reps
+    gpu = blocks[("rep-box", "gpu")]
+    head = gpu["headline"]
+    assert head["status"] == "winner" and head["winner"] == "flax"
+    assert [r["verdict"] for r in head["rows"]] == ["fastest", "slower", "slower"]
+    assert all(r["ratio"].lo > 1 for r in head["rows"][1:])
+    assert gpu["speed"][0]["by_impl"]["flax"]["best"]
+    assert gpu["compile"]["status"] == "winner" and gpu["compile"]["fastest"] == "flax"
+    verdict_html = html.split('<section id="verdict">')[1].split("</section>")[0]
+    assert re.search(r'<i style="background:#0072B2"></i>flax</span> is fastest', verdict_html)
+    assert "×1.20 [1.17–1.23]" in verdict_html and "compiles fastest" in verdict_html
+
+
+def test_within_noise_no_winner_is_named(reps):
+    _, blocks, html = reps
+    cpu = blocks[("rep-box", "cpu")]
+    head = cpu["headline"]
+    assert head["status"] == "no clear difference" and head["winner"] is None
+    assert set(head["tied"]) == {"flax", "keras-jax"}
+    rows = {r["impl"]: r for r in head["rows"]}
+    assert rows["keras-jax"]["verdict"] == "no clear difference" and rows["keras-tf"]["verdict"] == "slower"
+    assert rows["keras-jax"]["ratio"].lo < 1 < rows["keras-jax"]["ratio"].hi
+    for g in cpu["speed"]:  # per batch size, too: no cell is marked the winner
+        assert g["compare"]["status"] == "no clear difference" and not any(r["best"] for r in g["rows"])
+    assert "No clear difference: " in html and "no clear difference</span>" in html
+    assert "×1.007 [0.984–1.031]" in html  # the interval is given
+
+
+def test_aa_copy_is_its_own_series_and_the_noise_floor(reps):
+    model, blocks, html = reps
+    impls = views.Impls.of(model)
+    # the cells ran (and are listed) in random order: machine_info's impl_order keeps the page's order
+    assert impls.names == ["flax", "keras-jax", "keras-tf", "flax (A/A copy)"]
+    assert impls.color("flax (A/A copy)") != impls.color("flax")
+    cpu = blocks[("rep-box", "cpu")]
+    assert "flax (A/A copy)" not in {r["impl"] for r in cpu["headline"]["rows"]}  # ranked with no one
+    (aa,) = cpu["noise_floor"]
+    assert (aa["impl"], aa["base"], aa["configs"]) == ("flax (A/A copy)", "flax", 2)
+    assert aa["ratio"].verdict == "no clear difference" and aa["ratio"].lo < 1 < aa["ratio"].hi
+    steps = report_samples.REPLICATE_STEPS
+    expected = stats.log_ratio([(steps[k]["flax (A/A copy)"], steps[k]["flax"]) for k in (("cpu", 16), ("cpu", 32))])
+    assert aa["ratio"] == expected
+    row = cpu["speed"][0]["by_impl"]["flax (A/A copy)"]
+    assert row["vs"] == "flax" and row["verdict"] == "no clear difference" and not row["tied"]
+    aa_compile = next(r for r in cpu["compile"]["rows"] if r["aa_copy"])
+    assert aa_compile["vs"] == "flax" and aa_compile["ratio"].has_interval
+    assert "The harness's noise floor" in html and f"A/A: {formatting.fmt_ci(aa['ratio'])}" in html
+    assert "<th>" + _chip("flax (A/A copy)", impls.color("flax (A/A copy)")) + "</th>" in html
+
+
+def test_one_process_gives_no_interval_and_no_winner(reps):
+    _, blocks, html = reps
+    solo = blocks[("solo-box", "cpu")]
+    assert solo["headline"]["status"] == "no interval" and solo["headline"]["winner"] is None
+    assert solo["headline"]["rows"][1]["ratio"].value == pytest.approx(0.046 / 0.040)
+    assert solo["compile"]["status"] == "no interval" and solo["processes"] == [1]
+    assert "No winner named: no interval" in html
+    assert stats.METHOD in html and stats.WINNER_RULE in html and "Welch" in html
+
+
+def test_history_is_per_step_across_old_and_new_files(reps):
+    model, _, _ = reps
+    points = [p for p in model.history if p.impl == "flax"]
+    assert len(points) == 1 + 1 + 3 + 3  # two old single-process files, two new three-process ones
+    assert all(0.039 < p.step_s < 0.042 for p in points), [p.step_s for p in points]  # no ×10 jump either way
+    series = plots._history_series(points)
+    (by_commit,) = series.values()
+    values = [plots._history_value(pts)[0] for pts in by_commit.values()]
+    assert max(values) / min(values) < 1.03
+
+
+def test_new_fields_are_on_the_page(reps):
+    model, blocks, html = reps
+    for impl, text in report_samples.TIMED_REGION.items():
+        assert text in html and report_samples.USER_LOOP[impl] in html
+    assert [(t["impl"], t["user_loop"]) for t in verdict.timed_regions(model)] == list(report_samples.USER_LOOP.items())
+    assert "What a timed step contains".lower() in html.lower() and "users 55,652" in html
+    assert "as users run it" in html
+    cpu = blocks[("rep-box", "cpu")]
+    assert cpu["matmul_rate"] == {"flops": 2.6e11, "precision": "float32", "framework": "jax", "distinct": 1}
+    assert "Measured matmul rate on this device" in html and "peak" not in html.replace("peak memory", "")
+    d = next(r for r in cpu["details"] if r["impl"] == "flax" and r["batch_size"] == 32)
+    assert d["xla_to_analytic"] == pytest.approx(1.04) and d["rss_growth_bytes"] == 3 * 2**20
+    assert d["mfu"] == pytest.approx(d["flops_per_step"] / stats.geomean([0.04, 0.041, 0.0396]) / 2.6e11)
+    assert "+3 MiB" in html and "×1.04" in html
+    env = dict(views.environment(model)["rows"])
+    assert env["Threads · flax"][0] == "env: OMP_NUM_THREADS=2, TF_NUM_INTRAOP_THREADS=unset; framework: intra_op=2, inter_op=1"
+    assert "Threads · flax (A/A copy)" not in env  # the same settings as its original
+    assert env["Processes per step cell"][0] == 3 and env["A/A control of"][0] == "flax"
+    acc = {r["impl"]: r for r in cpu["accuracy"]}
+    assert acc["flax"]["n_seeds"] == 1 and acc["keras-jax"]["n_seeds"] == 3
+    assert "one seed" in html and "± 0.0%" not in html
+    figs = plots.all_figures(model)
+    mfu_svgs = [base64.b64decode(f.uri.split(",", 1)[1]).decode() for f in figs["mfu"] if f.uri]
+    assert mfu_svgs and all("matmul rate" in s and "peak" not in s for s in mfu_svgs)

@@ -11,7 +11,10 @@ How it works, with no extra Python dependency:
    writes a JSON verdict into the DOM;
 3. `chromium --dump-dom` prints that DOM; the test parses the verdict, and scans
    Chromium's stderr (`--enable-logging=stderr --v=0`) for console lines;
-4. `chromium --screenshot` then photographs the untouched page at full height.
+4. `chromium --screenshot` then photographs the untouched page at full height;
+5. at a 1,400 px wide window the probe also measures the layout: the document must
+   not be wider than the window, and no verdict card wider than itself (a wide table
+   scrolls in its own box; a machine label stays on one line, shortened if need be).
 
 If chromium is missing the test FAILS (CI installs it) unless XFBENCH_SKIP_BROWSER=1.
 Set XFBENCH_SCREENSHOT=path.png to keep the screenshot.
@@ -69,6 +72,28 @@ PROBE = r"""
   }, true);
   window.addEventListener("unhandledrejection", function (e) { V.errors.push("unhandled rejection: " + e.reason); });
   document.addEventListener("securitypolicyviolation", function (e) { V.csp.push(e.violatedDirective + " " + String(e.blockedURI).slice(0, 120)); });
+  function layout() {
+    var doc = document.documentElement, L = {innerWidth: window.innerWidth, scrollWidth: doc.scrollWidth,
+                                             clientWidth: doc.clientWidth, cards: [], wrappedTags: [], wide: []};
+    Array.prototype.forEach.call(document.querySelectorAll(".answer"), function (card, i) {
+      var box = card.getBoundingClientRect(), out = [];
+      Array.prototype.forEach.call(card.querySelectorAll("*"), function (el) {
+        var r = el.getBoundingClientRect();
+        if (r.width && (r.right > box.right + 1 || r.left < box.left - 1)) { out.push(el.tagName + "." + el.className); }
+      });
+      L.cards.push({i: i, scrollWidth: card.scrollWidth, clientWidth: card.clientWidth, left: box.left,
+                    right: box.right, outside: out.slice(0, 5)});
+    });
+    Array.prototype.forEach.call(document.querySelectorAll(".answer .mtag"), function (t) {
+      if (t.getClientRects().length > 1) { L.wrappedTags.push(t.textContent); }
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("main *"), function (el) {
+      var r = el.getBoundingClientRect();
+      if (r.right > window.innerWidth + 1 && !el.closest(".scroll")) { L.wide.push(el.tagName + "." + el.className); }
+    });
+    L.wide = L.wide.slice(0, 10);
+    return L;
+  }
   window.addEventListener("load", function () {
     var imgs = Array.prototype.slice.call(document.images);
     Promise.all(imgs.map(function (img) {
@@ -80,6 +105,7 @@ PROBE = r"""
       V.resources = performance.getEntriesByType("resource").map(function (r) { return r.name.slice(0, 120); });
       V.height = Math.ceil(document.documentElement.scrollHeight);
       V.sections = Array.prototype.map.call(document.querySelectorAll("section[id]"), function (s) { return s.id; });
+      V.layout = layout();
       var pre = document.createElement("pre");
       pre.id = "xf-verdict";
       pre.textContent = "XFV" + JSON.stringify(V) + "XFV";
@@ -118,8 +144,9 @@ def chromium():
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     s = report_samples.everything(root)
+    r = report_samples.replicates(root)
     out = build_report(
-        [s["cpu_run"], s["partial_run"], s["gpu_json"], s["corrupt"]],
+        [s["cpu_run"], s["partial_run"], s["gpu_json"], s["corrupt"], r["replicated_run"], r["single_replicate_run"]],
         root / "site" / "index.html",
         history_dir=s["history"],
         include_published=False,
@@ -137,19 +164,23 @@ def _console_lines(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
 
 
-def test_page_in_headless_chromium(chromium, page, tmp_path):
+def _probe(chromium: str, page: Path, profile: Path, width: int) -> tuple[dict, subprocess.CompletedProcess]:
+    """Load a test-only copy of the page with the probe in a `width` px wide window; return its verdict."""
     html = page.read_text(encoding="utf-8")
     # test-only copy: swap the page's CSP for one that also allows the probe script
     probed = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html, count=1)
     probed = probed.replace("<head>", "<head>" + PROBE, 1)
     probe_page = page.with_name("probe.html")
     probe_page.write_text(probed, encoding="utf-8")
-
-    r = _run(chromium, tmp_path / "profile1",
-             ["--dump-dom", "--virtual-time-budget=10000", "--window-size=1280,2000", probe_page.as_uri()])
+    r = _run(chromium, profile,
+             ["--dump-dom", "--virtual-time-budget=10000", f"--window-size={width},2000", probe_page.as_uri()])
     m = re.search(r'<pre id="xf-verdict">XFV(.*?)XFV</pre>', r.stdout, re.S)
     assert m, f"the probe wrote no verdict (chromium rc={r.returncode}); stderr tail:\n{r.stderr[-2000:]}"
-    v = json.loads(html_lib.unescape(m.group(1)))
+    return json.loads(html_lib.unescape(m.group(1))), r
+
+
+def test_page_in_headless_chromium(chromium, page, tmp_path):
+    v, r = _probe(chromium, page, tmp_path / "profile1", 1280)
 
     assert v["images"], "the page has no image"
     bad = [i for i in v["images"] if not i.get("ok")]
@@ -177,3 +208,19 @@ def test_page_in_headless_chromium(chromium, page, tmp_path):
         Path(keep).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, keep)
     print(f"screenshot: {keep or shot} (1280×{height})")
+
+
+def test_verdict_fits_a_1400px_window(chromium, page, tmp_path):
+    v, _ = _probe(chromium, page, tmp_path / "profile", 1400)
+    L = v["layout"]
+    assert L["innerWidth"] == 1400, L["innerWidth"]
+    assert L["scrollWidth"] <= L["clientWidth"], f"the page is wider than the window: {L['scrollWidth']} > {L['clientWidth']}"
+    assert not L["wide"], f"elements outside a scroll box reach past the window: {L['wide']}"
+    assert len(L["cards"]) >= 4
+    for card in L["cards"]:
+        assert card["scrollWidth"] <= card["clientWidth"], f"verdict card {card['i']} overflows sideways: {card}"
+        assert not card["outside"], f"verdict card {card['i']} has content outside it: {card}"
+        assert card["right"] <= L["innerWidth"], f"verdict card {card['i']} reaches past the window: {card}"
+    # the cards wrap in a grid: more than one per row, and no row wider than the window
+    assert len({round(c["left"]) for c in L["cards"]}) >= 2
+    assert not L["wrappedTags"], f"machine labels wrapped mid-card: {L['wrappedTags']}"

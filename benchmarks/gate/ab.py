@@ -176,9 +176,12 @@ def ab_cell(cell: Cell, base: Side, head: Side, args, alpha_cell: float, deadlin
     }
 
 
-def calibrate(side: Side) -> float | None:
+def calibrate(side: Side, cell: Cell) -> float | None:
+    """The head worker's float32 matmul rate (1024 x 1024, best of 5, as the reference figures were)."""
     try:
-        return float(side.worker.call("finish", loop_steps=1)["peak_flops"])
+        rate = side.worker.call("matmul_rate", backend=registry.entry(cell.impl).backend, device=cell.device,
+                                n=1024, repeats=5)
+        return float(rate["flops"])
     except WorkerError:
         return None
 
@@ -237,7 +240,7 @@ def measure_cell(c: Cell, base: Side, head: Side, args, base_file: dict, alpha: 
         return rec
     rec.update(status="ok", **ab_cell(c, base, head, args, alpha, deadline, say))
     if args.calibrate:
-        rec["head_peak_flops"] = calibrate(head)
+        rec["head_peak_flops"] = calibrate(head, c)
         ratio = baseline.normalised_ratio(base_file["cells"].get(rec["key"]), rec["head_step_s"], rec["head_peak_flops"])
         if ratio is not None:
             rec["normalised_vs_reference"] = ratio
@@ -256,7 +259,7 @@ def measure_reference(args, cells: list[Cell], say) -> dict[str, dict]:
                 raise GateInputError(f"{baseline.key(c)}: cannot measure: {s.error}")
             k, _ = get_ready((s,), args)
             times = [timed_block(s, k) for _ in range(args.reference_blocks)]
-            peak = calibrate(s)
+            peak = calibrate(s, c)
             step = float(np.median(times))
             figures[baseline.key(c)] = {
                 **baseline.describe(c), "step_s": round(step, 6),

@@ -9,6 +9,7 @@ imports JAX, and the other way round).
 from __future__ import annotations
 
 import importlib
+import os
 import resource
 
 MODULES = {"jax": "benchmarks.runtimes.jax_runtime", "tensorflow": "benchmarks.runtimes.tf_runtime"}
@@ -25,3 +26,14 @@ def process_peak_rss() -> dict:
     """The process's peak resident memory: the memory figure on a CPU."""
     return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "memory_source": "process peak RSS"}
+
+
+# environment that decides how many threads a framework uses, recorded beside every cell
+THREAD_ENV = ("OMP_NUM_THREADS", "XLA_FLAGS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+              "TF_ENABLE_ONEDNN_OPTS")
+
+
+def process_threads() -> dict:
+    """CPU affinity and the thread-deciding environment of this process."""
+    return {"cpu_affinity": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
+            **{k: os.environ.get(k) for k in THREAD_ENV}}

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.runtimes import process_peak_rss
+from benchmarks.runtimes import process_peak_rss, process_threads
 
 # jax.monitoring duration events of one compile, by the name the results use
 COMPILE_EVENTS = {
@@ -67,6 +67,12 @@ def matmul_rate(kind: str, n: int, repeats: int = 5) -> float:
         mm(a).block_until_ready()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+def threads() -> dict:
+    """XLA's CPU client runs one intra-op thread per core it may use (no setting exposes a count)."""
+    return {**process_threads(), "framework": f"jax {jax.__version__}",
+            "intra_op": "XLA CPU: one per usable core", "inter_op": "XLA CPU: async dispatch thread"}
 
 
 def memory_limit_bytes(kind: str) -> int | None:

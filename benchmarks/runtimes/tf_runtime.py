@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.runtimes import process_peak_rss
+from benchmarks.runtimes import process_peak_rss, process_threads
 
 COMPILE_EVENTS = ("trace_s", "lower_s", "compile_only_s")
 
@@ -62,6 +62,13 @@ def matmul_rate(kind: str, n: int, repeats: int = 5) -> float:
         mm(a).numpy()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+def threads() -> dict:
+    """TF's intra- and inter-op pools (0: TF picks, one per usable core)."""
+    return {**process_threads(), "framework": f"tensorflow {tf.__version__}",
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
 def memory_limit_bytes(kind: str) -> int | None:

@@ -1,0 +1,293 @@
+"""The verdict, per (machine, device): step time, compile time and accuracy of each implementation.
+
+Every ratio between two implementations carries its 95% interval across worker
+processes (`reports.stats`); a winner is named only where that interval excludes 1.
+An A/A control (an identical second copy of an implementation) is ranked with no
+one: its ratio to its original is shown as the harness's noise floor.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from reports.model import Cell, Model, Replicates, num
+from reports.stats import Ratio, geomean, log_ratio
+from reports.views import Impls, config_label, device_label, median, sortkey
+
+COMPILE_FIGURES = ("compile_s", "first_step_s", "trace_s", "lower_s", "compile_only_s")
+
+
+def verdict(model: Model) -> list[dict]:
+    """One block per (machine, device): speed per config and overall, compile ranking, accuracy."""
+    impls = Impls.of(model)
+    configs = model.step_configs()
+    blocks: dict[tuple, dict] = {}
+    for c in [*configs, *model.ok("accuracy")]:
+        if (c.machine, c.device) not in blocks:
+            blocks[(c.machine, c.device)] = _block(model, c.machine, c.device)
+    for k, b in blocks.items():
+        mine = [r for r in configs if (r.machine, r.device) == k]
+        _speed(b, mine, impls)
+        b["compile"] = _compile_ranking(mine, impls)
+        b["details"] = [_detail_row(r) for r in sorted(mine, key=lambda r: (sortkey(_cfg(r)), impls.rank(r.impl)))]
+        accuracy = [_accuracy_row(c) for c in model.ok("accuracy") if (c.machine, c.device) == k]
+        b["acc_table"] = _accuracy_table(accuracy)
+        b["acc_impls"] = impls.sort(r["impl"] for r in accuracy)
+        b["accuracy"] = sorted(accuracy, key=lambda r: (str(r["config"]), str(r["protocol"]), bool(r["augment"]),
+                                                        impls.rank(r["impl"])))
+    return sorted(blocks.values(), key=lambda b: (b["machine"], b["device"].lower() != "cpu", b["device"]))
+
+
+def _block(model: Model, machine: str, device: str) -> dict:
+    return {
+        "machine": model.machines[machine].label,
+        "machine_key": machine,
+        "device": device,
+        "device_label": device_label(model, machine, device),
+        "speed": [],
+        "step_impls": [],
+        "headline": None,
+        "noise_floor": [],
+        "compile": None,
+        "details": [],
+        "matmul_rate": None,
+        "synthetic_step": False,
+        "processes": [],
+        "accuracy": [],
+        "acc_table": [],
+        "acc_impls": [],
+    }
+
+
+def _cfg(r: Replicates | Cell) -> tuple:
+    return (r.x("image_size"), r.x("pool_stride"), r.x("batch_size"))
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def compare(samples: dict[str, dict[tuple, list[float]]], impls: Impls) -> dict | None:
+    """Rank implementations by per-process values (lower is better) and compare each with the fastest.
+
+    samples: implementation -> configuration -> one value per process. The fastest has the lowest
+    geometric mean, over its configurations, of its value ÷ the best value there; each other
+    implementation's ratio to it (with interval) is over the configurations both measured.
+    status: "winner" (every interval above 1), "no clear difference", "no interval" or "single".
+    """
+    samples = {n: {k: v for k, v in s.items() if geomean(v)} for n, s in samples.items()}
+    names = [n for n in impls.sort(samples) if samples[n]]
+    if not names:
+        return None
+    best = {k: min(geomean(samples[n][k]) for n in names if k in samples[n]) for n in names for k in samples[n]}
+    score = {n: geomean([geomean(v) / best[k] for k, v in samples[n].items()]) for n in names}
+    names.sort(key=lambda n: score[n])
+    fastest = names[0]
+    rows = [{"impl": fastest, "ratio": None, "verdict": "fastest", "configs": len(samples[fastest])}]
+    for n in names[1:]:
+        shared = [k for k in samples[n] if k in samples[fastest]]
+        ratio = log_ratio([(samples[n][k], samples[fastest][k]) for k in shared]) if shared else None
+        rows.append({"impl": n, "ratio": ratio, "verdict": ratio.verdict if ratio else "no interval",
+                     "configs": len(shared)})
+    verdicts = {r["verdict"] for r in rows[1:]}
+    status = ("single" if not verdicts else "winner" if verdicts == {"slower"}
+              else "no interval" if "no interval" in verdicts else "no clear difference")
+    tied = [r["impl"] for r in rows if r["verdict"] in ("fastest", "no clear difference", "faster")]
+    return {"fastest": fastest, "status": status, "rows": rows, "tied": tied, "winner": fastest if status == "winner"
+            else None}
+
+
+def _aa_ratio(configs: list[Replicates], aa: Replicates | str, key: str) -> Ratio | None:
+    """An A/A copy's ratio to its original, over the configurations both measured (`aa` a series or a name)."""
+    copies = [r for r in configs if r.impl == aa] if isinstance(aa, str) else [aa]
+    base = {(r.impl, _cfg(r)): r for r in configs if not r.aa_copy}
+    pairs = [(c.values(key), base[(c.base_impl, _cfg(c))].values(key)) for c in copies
+             if (c.base_impl, _cfg(c)) in base]
+    return log_ratio(pairs) if pairs else None
+
+
+def _samples(configs: list[Replicates], key: str) -> dict[str, dict[tuple, list[float]]]:
+    """implementation -> configuration -> per-process values of `key`; A/A copies left out."""
+    out: dict[str, dict[tuple, list[float]]] = defaultdict(dict)
+    for r in configs:
+        if not r.aa_copy and r.values(key):
+            out[r.impl][_cfg(r)] = r.values(key)
+    return out
+
+
+# --------------------------------------------------------------------------- step time
+
+
+def _speed(b: dict, configs: list[Replicates], impls: Impls) -> None:
+    """Fill the block's step-time table (a group per config and batch size), headline and noise floor."""
+    by_cfg: dict[tuple, list[Replicates]] = defaultdict(list)
+    for r in configs:
+        by_cfg[_cfg(r)].append(r)
+    for cfg in sorted(by_cfg, key=sortkey):
+        rs = sorted(by_cfg[cfg], key=lambda r: impls.rank(r.impl))
+        cmp = compare(_samples(rs, "step_s"), impls)
+        rows = [_speed_row(r, rs, cmp) for r in rs]
+        b["speed"].append({"config": config_label(*cfg[:2]), "batch_size": cfg[2], "rows": rows, "compare": cmp,
+                           "by_impl": {r["impl"]: r for r in rows}})
+    b["step_impls"] = impls.sort(r.impl for r in configs)
+    b["headline"] = compare(_samples(configs, "step_s"), impls)
+    aa_names = impls.sort(r.impl for r in configs if r.aa_copy)
+    b["noise_floor"] = [{"impl": n, "base": next(r.base_impl for r in configs if r.impl == n),
+                         "ratio": _aa_ratio(configs, n, "step_s"), "configs": sum(r.impl == n for r in configs)}
+                        for n in aa_names]
+    b["synthetic_step"] = any(r.x("data") == "synthetic" for r in configs)
+    b["processes"] = sorted({r.n for r in configs})
+    b["matmul_rate"] = _matmul_rate(configs)
+
+
+def _speed_row(r: Replicates, group: list[Replicates], cmp: dict | None) -> dict:
+    status, tied = (cmp["status"], cmp["tied"]) if cmp else ("single", [])
+    if r.aa_copy:
+        vs, ratio = r.base_impl, _aa_ratio(group, r, "step_s")
+        verdict = ratio.verdict if ratio else "no interval"
+    else:
+        row = next(x for x in cmp["rows"] if x["impl"] == r.impl)
+        vs, ratio, verdict = cmp["fastest"], row["ratio"], row["verdict"]
+    return {
+        "impl": r.impl,
+        "step_s": r.step_s,
+        "q1": r.step_q("q1"),
+        "q3": r.step_q("q3"),
+        "spread": r.spread,
+        "n": r.n,
+        "planned": r.planned,
+        "images_per_s": r.images_per_s,
+        "user_images_per_s": num(r.x("user_images_per_s")),
+        "user_epoch_s": num(r.x("user_epoch_s")),
+        "vs": vs,
+        "ratio": ratio,
+        "verdict": verdict,
+        "best": verdict == "fastest" and status == "winner",
+        "tied": r.impl in tied and status == "no clear difference",
+        "aa_copy": r.aa_copy,
+        "mfu": r.mfu,
+        "recompiles": max((num(c.x("recompiles")) or 0 for c in r.cells), default=0),
+    }
+
+
+def _matmul_rate(configs: list[Replicates]) -> dict | None:
+    """The run's measured matmul rate on this device (one figure per device per run; median if several)."""
+    rates = [num(r.x("peak_flops")) for r in configs if num(r.x("peak_flops"))]
+    if not rates:
+        return None
+    first = next(r for r in configs if num(r.x("peak_flops")))
+    return {"flops": median(rates), "precision": first.x("matmul_rate_precision"),
+            "framework": first.x("matmul_rate_framework"), "distinct": len(set(rates))}
+
+
+def _detail_row(r: Replicates) -> dict:
+    """FLOPs (analytic, and XLA's count as a check), achieved rate, MFU and memory of one configuration."""
+    flops, analytic = num(r.x("flops_per_step")), num(r.x("flops_analytic"))
+    xla = num(r.x("flops_xla"))
+    if xla is None and r.x("flops_source") == "xla":  # older files: the XLA count was the one used
+        xla = flops
+    if analytic is None and r.x("flops_source") == "analytic":
+        analytic = flops
+    return {
+        "impl": r.impl, "config": config_label(r.x("image_size"), r.x("pool_stride")), "batch_size": r.x("batch_size"),
+        "flops_per_step": flops, "flops_source": r.x("flops_source"), "flops_analytic": analytic, "flops_xla": xla,
+        "xla_to_analytic": num(r.x("flops_xla_to_analytic")) or (xla / analytic if xla and analytic else None),
+        "achieved": flops / r.step_s if flops and r.step_s else None, "mfu": r.mfu,
+        "peak_memory_bytes": num(r.x("peak_memory_bytes")), "rss_growth_bytes": num(r.x("rss_growth_bytes")),
+        "memory_source": r.x("memory_source"), "n": r.n,
+    }
+
+
+# --------------------------------------------------------------------------- compile time
+
+
+def _compile_ranking(configs: list[Replicates], impls: Impls) -> dict | None:
+    """Per implementation, the median over its processes of each compile figure, ranked by the ratio of
+    compile times (with interval) to the fastest; A/A copies after, each against its original."""
+    cells: dict[str, list[Cell]] = defaultdict(list)
+    for r in configs:
+        if any(num(c.x(k)) is not None for c in r.cells for k in COMPILE_FIGURES):
+            cells[r.impl] += r.cells
+    if not cells:
+        return None
+    cmp = compare(_samples(configs, "compile_s"), impls)
+    ranked = {x["impl"]: x for x in (cmp["rows"] if cmp else [])}
+    rows = []
+    for name in list(ranked) + [n for n in impls.sort(cells) if n not in ranked]:
+        aa = cells[name][0].aa_copy
+        ratio = ranked[name]["ratio"] if name in ranked else _aa_ratio(configs, name, "compile_s") if aa else None
+        verdict = ranked[name]["verdict"] if name in ranked else ratio.verdict if ratio else "no interval"
+        rows.append({"impl": name, **{k: median(num(c.x(k)) for c in cells[name]) for k in COMPILE_FIGURES},
+                     "n": len(cells[name]), "ratio": ratio, "verdict": verdict, "aa_copy": aa,
+                     "vs": cmp["fastest"] if name in ranked else cells[name][0].base_impl})
+    return {"rows": rows, "status": cmp["status"] if cmp else "single", "fastest": cmp and cmp["fastest"],
+            "tied": cmp["tied"] if cmp else []}
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def _accuracy_row(c: Cell) -> dict:
+    accs = [a for a in (c.x("test_accuracies") or []) if num(a) is not None]
+    seeds = c.x("seeds") if isinstance(c.x("seeds"), list) else []
+    mean = num(c.x("test_accuracy_mean"))
+    return {
+        "impl": c.impl,
+        "protocol": c.x("protocol", "?"),
+        "augment": c.x("augment"),
+        "epochs": c.x("epochs"),
+        "seeds": seeds,
+        "n_seeds": len(seeds) or len(accs),
+        "mean": mean if mean is not None else (accs[0] if len(accs) == 1 else None),
+        "sd": num(c.x("test_accuracy_sd")),
+        "min": min(accs) if accs else None,
+        "max": max(accs) if accs else None,
+        "from_cache": bool(c.x("from_cache", False)),
+        "train_s": num(c.x("train_s")),
+        "data": c.x("data"),
+        "config": config_label(c.x("image_size"), c.x("pool_stride")),
+        "batch_size": c.x("batch_size"),
+    }
+
+
+def _accuracy_table(rows: list[dict]) -> list[dict]:
+    """One row per condition (config, protocol, augmentation), one column per implementation."""
+    conds: dict[tuple, dict] = {}
+    multi_cfg = len({r["config"] for r in rows}) > 1
+    for r in rows:
+        k = (r["config"], str(r["protocol"]), bool(r["augment"]))
+        if k not in conds:
+            conds[k] = {
+                "label": f"{r['protocol']} split, {'augmented' if r['augment'] else 'no augmentation'}",
+                "short": f"{r['protocol']}{' + aug' if r['augment'] else ''}",
+                "config": r["config"] if multi_cfg else "",
+                "by_impl": {},
+                "epochs": r["epochs"],
+                "seeds": r["n_seeds"],
+            }
+        conds[k]["by_impl"][r["impl"]] = r
+        conds[k]["seeds"] = max(conds[k]["seeds"], r["n_seeds"])
+    for c in conds.values():
+        means = [r["mean"] for r in c["by_impl"].values() if r["mean"] is not None]
+        c["spread"] = max(means) - min(means) if len(means) > 1 else None
+    return [conds[k] for k in sorted(conds, key=lambda k: (k[0], k[1] != "original", k[2]))]
+
+
+def timed_regions(model: Model) -> list[dict]:
+    """Per implementation, what one timed step contains (a row per distinct sentence, with its devices where
+    there are several) and how users run it (recorded by some processes only)."""
+    impls = Impls.of(model)
+    regions: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    loops: dict[str, list[str]] = defaultdict(list)
+    for c in model.ok("step"):
+        if c.aa_copy:
+            continue
+        if c.x("timed_region"):
+            regions[c.impl][str(c.x("timed_region"))].add(c.device)
+        if c.x("user_loop") and str(c.x("user_loop")) not in loops[c.impl]:
+            loops[c.impl].append(str(c.x("user_loop")))
+    rows = []
+    for name in impls.sort([*regions, *loops]):
+        for text, devs in regions.get(name, {None: set()}).items():
+            rows.append({"impl": name, "timed_region": text, "user_loop": "; ".join(loops.get(name, [])) or None,
+                         "devices": ", ".join(sorted(devs)) if len(regions[name]) > 1 else ""})
+    return rows
