@@ -71,10 +71,23 @@ class DataChoice:
         key = json.dumps(kw, sort_keys=True)
         if key not in self.summaries:
             ds = load_dataset(log=log, **kw)
-            self.summaries[key] = ds.summary()
+            self.summaries[key] = portable(ds.summary())
             if self.source is None and source is None:
                 self.source = ds.source  # every later load uses what was resolved here
         return self.summaries[key]
+
+
+def portable(summary: dict) -> dict:
+    """A data summary without this machine's absolute paths (results get published):
+    the image folder and the cache file relative to the checkout."""
+    out = dict(summary)
+    for key in ("source_detail", "cache_path"):
+        value = out.get(key)
+        if isinstance(value, str) and os.path.isabs(value):
+            out[key] = os.path.relpath(value, ROOT)
+            if isinstance(out.get("source_reason"), str):
+                out["source_reason"] = out["source_reason"].replace(value, out[key])
+    return out
 
 
 def home(path: str | None = None) -> Path:

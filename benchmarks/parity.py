@@ -30,6 +30,8 @@ import numpy as np
 
 from benchmarks.registry import NAMES, REFERENCE, entry
 from benchmarks.spec import ModelSpec, TrainConfig
+from shared_data.cli import bounded, image_size_arg, seed_arg
+from shared_data.preprocess import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 LOGIT_BOUND = 1e-5
 LOSS_BOUND = 1e-3
@@ -197,23 +199,36 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _impls(text: str) -> list[str]:
+    """argparse `type=` of --impls: registered names, comma-separated."""
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"no implementation named; choose from {', '.join(NAMES)}")
+    for name in names:
+        try:
+            entry(name)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return names
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image-size", type=int, default=ModelSpec().image_size)
+    parser.add_argument("--image-size", type=image_size_arg, default=ModelSpec().image_size, metavar="N",
+                        help=f"square input side, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default {ModelSpec().image_size})")
     parser.add_argument("--pool-stride", type=int, choices=(1, 2), default=ModelSpec().pool_stride)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=bounded(int, 1, 10_000), default=10, help="Adam steps compared (default 10)")
+    parser.add_argument("--batch-size", type=bounded(int, 1, 65_536), default=16, help="default 16")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the weights and batches (default 0)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--impls", default=",".join(NAMES), help="comma-separated implementation names")
+    parser.add_argument("--impls", type=_impls, default=list(NAMES), help="comma-separated implementation names")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
     spec = ModelSpec(image_size=args.image_size, pool_stride=args.pool_stride)
-    impls = [n.strip() for n in args.impls.split(",") if n.strip()]
     try:
         result = run_parity(spec, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                            impls=impls, device=args.device)
+                            impls=args.impls, device=args.device)
     except (ValueError, ParityError) as e:
         print(f"xfbench parity: {e}", file=sys.stderr)
         return 2

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import machine, registry
-from benchmarks.harness import ROOT, Session, code_fingerprint
-from benchmarks.profiles import Profile, cells, profile
+from benchmarks.harness import ROOT, DataChoice, Session, code_fingerprint, home
+from benchmarks.profiles import Cell, Profile, cells, profile
 from benchmarks.spec import ModelSpec
 from benchmarks.store import RunFolder, git_commit, now_iso
 
@@ -156,6 +156,49 @@ def pytest_collection_modifyitems(session, config, items):
     random.Random(state.order_seed).shuffle(shuffled)
     for i, item in zip(steps, shuffled, strict=True):
         items[i] = item
+
+
+def pytest_collection_finish(session):
+    """A missing or bad explicit data source stops the run here, once, before any cell, as a usage
+    error (exit 4), instead of failing every cell with the same DataError. Only a named source (an
+    option or XFBENCH_DATA_DIR) can be missing or bad: the automatic default falls back to the
+    synthetic stand-in. Every dataset of a named source that the collected cells need is prepared
+    as the session will (DataChoice.prepare), so the session's own preparation then reads the cache."""
+    config = session.config
+    cells_ = [c for item in session.items if (c := _cell_of(item)) is not None]
+    if config.option.collectonly or not cells_:
+        return
+    from shared_data import DataError
+    from shared_data.dataset import DATA_DIR_ENV
+
+    named = any(config.getoption(o) is not None for o in ("xf_source", "xf_data_dir")) or bool(os.environ.get(DATA_DIR_ENV))
+    step_source = config.getoption("xf_step_source")
+    wanted = {}  # (image size, protocol, source or None for the main one)
+    for cell in cells_:
+        if cell.kind == "step" and step_source is not None:
+            wanted[(cell.spec.image_size, cell.protocol, step_source)] = None
+        elif named:
+            wanted[(cell.spec.image_size, cell.protocol, None)] = None
+    if not wanted:
+        return
+    data = DataChoice(source=config.getoption("xf_source"), data_dir=config.getoption("xf_data_dir"),
+                      cache_dir=str(home(config.getoption("xf_home")) / "cache" / "data"))
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"[xfbench] checking the data source ({len(wanted)} dataset(s)) before any cell")
+    try:
+        for size, protocol, source in wanted:
+            data.prepare(size, protocol, log=None, source=source)
+    except DataError as e:
+        bench = getattr(config, "_benchmarksession", None)  # the history save set in pytest_configure:
+        if bench is not None and getattr(bench, "save", None) == config.option.benchmark_save:
+            bench.save = None  # nothing will run, so no "Not saving anything" warning beside the error
+        raise pytest.UsageError(f"xfbench: the data source cannot be used: {e}") from None
+
+
+def _cell_of(item) -> Cell | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params.get("step_cell") or params.get("accuracy_cell")
 
 
 @pytest.fixture(scope="session")

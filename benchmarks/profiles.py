@@ -57,7 +57,7 @@ PROFILES = {
             image_sizes=(64,),
             pool_strides=(1, 2),
             batch_sizes=(32,),
-            rounds=8,
+            rounds=6,
             warmup_steps=3,
             replicates=3,
             accuracy_image_size=64,
@@ -65,7 +65,7 @@ PROFILES = {
             protocols=("original", "resplit"),
             augment=(False,),
             seeds=(0,),
-            epochs=5,
+            epochs=4,
         ),
         # GPUs: the origin's 300x300, both pool strides, batches 32..256
         Profile(

@@ -20,21 +20,46 @@ RUNS_DIR = Path(".xfbench/runs")
 DEFAULT_HISTORY = Path(".benchmarks")
 
 
+def _existing(text: str) -> Path:
+    """argparse `type=` of RESULTS: a file or folder that exists."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist; pass result files or run folders")
+    return path
+
+
+def _folder(text: str) -> Path:
+    """argparse `type=` of --history: an existing folder."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder; pass pytest-benchmark's storage folder "
+                                          f"(e.g. {DEFAULT_HISTORY}/)")
+    return path
+
+
+def _page(text: str) -> Path:
+    """argparse `type=` of --output: a file path (its folder is created), not an existing folder."""
+    path = Path(text)
+    if path.is_dir() or text.endswith(("/", "\\")):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; pass the HTML file to write, e.g. {Path(text) / 'index.html'}")
+    return path
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "results",
         nargs="*",
-        type=Path,
+        type=_existing,
         metavar="RESULTS",
         help="pytest-benchmark JSON files, run folders or folders of them "
         "(default: the latest run under .xfbench/runs/)",
     )
     parser.add_argument(
-        "-o", "--output", type=Path, default=DEFAULT_OUT, metavar="PATH",
+        "-o", "--output", type=_page, default=DEFAULT_OUT, metavar="PATH",
         help=f"where to write the HTML page (default: {DEFAULT_OUT})",
     )
     parser.add_argument(
-        "--history", type=Path, default=None, metavar="DIR",
+        "--history", type=_folder, default=None, metavar="DIR",
         help="pytest-benchmark storage folder for the step-time-across-commits plot "
         f"(default: {DEFAULT_HISTORY}/ when it exists)",
     )
@@ -67,9 +92,6 @@ def run(args: argparse.Namespace) -> int:
     history = args.history
     if history is None and DEFAULT_HISTORY.is_dir():
         history = DEFAULT_HISTORY
-    elif history is not None and not history.is_dir():
-        print(f"xfbench report: --history {history} is not a folder", file=sys.stderr)
-        return 2
     t0 = time.perf_counter()
     try:
         out = build_report(inputs, args.output, history_dir=history, include_published=not args.no_published)
@@ -84,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xfbench report", description=__doc__)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad value: argparse said why; return its status (2) to the caller
+        return int(e.code or 0)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -11,24 +12,39 @@ from .errors import DataError
 from .preprocess import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 
-def _image_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; pass a side length such as 64") from None
-    if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(f"{value} is out of range; pass {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}")
-    return value
+def bounded(kind=int, low: float | None = None, high: float | None = None, *, low_open: bool = False):
+    """An argparse `type=`: a `kind` (int or float) in [low, high], or (low, high] with low_open.
+
+    Every xfbench subcommand validates its numbers with it, so a bad value ends the same way:
+    `xfbench CMD: error: argument --option: '0' is out of range; pass 8..1024`, exit status 2.
+    """
+    def show(x) -> str:
+        return str(x) if kind is int else f"{x:g}"
+
+    if low is not None and high is not None and not low_open:
+        allowed = f"{show(low)}..{show(high)}"
+    else:
+        allowed = " and ".join(part for part in (
+            None if low is None else f"{'>' if low_open else '>='} {show(low)}",
+            None if high is None else f"<= {show(high)}") if part)
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}; pass {noun} {allowed}".rstrip()) from None
+        if math.isnan(value) or (low is not None and (value <= low if low_open else value < low)) \
+                or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; pass {noun} {allowed}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; pass e.g. --seed 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; pass a non-negative integer")
-    return value
+image_size_arg = bounded(int, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)  # a square side after resizing
+seed_arg = bounded(int, 0, 2**32 - 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,11 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="folder with {train,validation}/{horses,humans}/*.png (implies --source folder)")
     parser.add_argument("--tfds-data-dir", default=None, metavar="DIR", help="TFDS data_dir (default: TFDS's own)")
-    parser.add_argument("--image-size", type=_image_size, default=64, metavar="N",
+    parser.add_argument("--image-size", type=image_size_arg, default=64, metavar="N",
                         help=f"square side after resizing, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default 64)")
     parser.add_argument("--protocol", choices=("original", "resplit"), default="original",
                         help="original: TFDS train/test; resplit: stratified seeded re-split, same sizes")
-    parser.add_argument("--seed", type=_seed, default=0, help="seed of the resplit (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the resplit (default 0)")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="cache folder (default: $XFBENCH_CACHE_DIR or ./.xfbench/cache)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")

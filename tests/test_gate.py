@@ -1,14 +1,19 @@
-"""The step-time gate: its decision rule, its refusals of bad input, what it skips when the baseline
-commit lacks a cell (fast, no workers), and one short A/B run against the real baseline commit."""
+"""The step-time gate: its decision rule, its refusals of bad input, how it chooses the baseline commit,
+its exit status when a worker fails (fake workers), what it skips when the baseline commit lacks a cell
+(fast, no workers), and one short A/B run against the real pinned commit with no per-machine file."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import json
 import math
+import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +21,11 @@ import pytest
 
 from benchmarks import machine, registry
 from benchmarks.cli import main as cli_main
-from benchmarks.gate import GateInputError, ab, baseline, cli, stats, worktree
+from benchmarks.gate import GateInputError, ab, baseline, cli, history, stats, worktree
+from benchmarks.harness import payload
 from benchmarks.profiles import Cell, cells, profile
 from benchmarks.spec import ModelSpec, TrainConfig
-from benchmarks.worker_client import CellSkipped, Protocol
+from benchmarks.worker_client import CellSkipped, Protocol, WorkerError
 
 MC = machine.machine_class([])
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- module layout
 
-LAYERS = ("stats", "worktree", "baseline", "ab", "cli")  # each may import only those before it
+LAYERS = ("stats", "history", "worktree", "baseline", "ab", "cli")  # each may import only those before it
 
 
 def _imports(module: str) -> set[str]:
@@ -41,6 +47,7 @@ def _imports(module: str) -> set[str]:
 
 def test_gate_modules_import_one_way_and_stats_is_pure():
     assert {m.split(".")[0] for m in _imports("stats")} <= {"__future__", "math", "dataclasses", "numpy"}
+    assert {m for m in _imports("history") if m.startswith("benchmarks")} <= {"benchmarks.store"}
     for i, module in enumerate(LAYERS):
         inner = {m.split(".")[2] for m in _imports(module) if m.startswith("benchmarks.gate.")}
         assert inner <= set(LAYERS[:i]) | {"GateInputError"}, f"{module} imports {inner}"
@@ -136,14 +143,57 @@ def _gate(tmp_path, *argv):
     return cli_main(["gate", "--baseline-dir", str(tmp_path), "--last", str(tmp_path / "last.json"), *argv])
 
 
-def test_no_baseline_says_how_to_create(tmp_path, capsys):
-    (tmp_path / "other-class-4c-nogpu.json").write_text("{}")
+def _last(tmp_path) -> dict:
+    return json.loads((tmp_path / "last.json").read_text())
+
+
+def test_no_pin_says_how_and_writes_the_verdict(tmp_path, capsys):
     assert _gate(tmp_path) == 2
     err = capsys.readouterr().err
-    assert MC in err and "--update-baseline" in err and "other-class-4c-nogpu.json" in err
+    assert "pin.json does not exist" in err and "--base REV" in err and "--update-baseline" in err
+    last = _last(tmp_path)
+    assert last["exit_status"] == 2 and last["verdict"] == "error" and "pin.json does not exist" in last["reason"]
+
+
+@pytest.mark.parametrize("text", ["{not json", json.dumps({"why": "no commit"}), json.dumps({"commit": ""})])
+def test_corrupt_pin(tmp_path, capsys, text):
+    (tmp_path / "pin.json").write_text(text)
+    assert _gate(tmp_path) == 2
+    assert "corrupt pin file" in capsys.readouterr().err
+
+
+def _fake_ab(monkeypatch, records):
+    seen = {}
+
+    def run_ab(args, commit, reference, cells, say):
+        seen.update(commit=commit, reference=reference, cells=[baseline.key(c) for c in cells])
+        return records
+
+    monkeypatch.setattr(ab, "run_ab", run_ab)
+    return seen
+
+
+def _ok(impl="flax", **over):
+    return {**baseline.describe(_cell(impl)), "key": f"{impl}-cpu-s32-p1-b32", "status": "ok", "regressed": False,
+            "ratio": 1.0, **over}
+
+
+def test_no_per_machine_file_is_a_note_not_an_error(tmp_path, monkeypatch, capsys):
+    """Only the commit is needed: the A/B pairs run on this machine, both sides."""
+    head = worktree.git("rev-parse", "HEAD")
+    (tmp_path / "pin.json").write_text(json.dumps({"commit": head, "why": "test"}))
+    seen = _fake_ab(monkeypatch, [_ok()])
+    assert _gate(tmp_path, "--impls", "flax") == 0
+    out = capsys.readouterr().out
+    assert f"no reference figures for this machine class ({MC})" in out and "information only" in out
+    assert seen == {"commit": head, "reference": None, "cells": ["flax-cpu-s32-p1-b32"]}
+    last = _last(tmp_path)
+    assert last["verdict"] == "pass" and last["base"]["commit"] == head and "pinned in pin.json (test)" in \
+        last["base"]["chosen_by"] and last["reference_file"] is None and MC in last["reference_note"]
 
 
 def test_baseline_from_another_machine_class(tmp_path, capsys):
+    """An explicitly named reference file must fit this machine (a missing default one is only a note)."""
     path = tmp_path / "elsewhere.json"
     path.write_text(json.dumps(_baseline(machine_class="amd-epyc-64c-nogpu")))
     assert _gate(tmp_path, "--baseline", str(path)) == 2
@@ -165,6 +215,22 @@ def test_unknown_impl(tmp_path, capsys):
     (tmp_path / f"{MC}.json").write_text(json.dumps(_baseline()))
     assert _gate(tmp_path, "--impls", "pytorch") == 2
     assert "pytorch" in capsys.readouterr().err
+    assert _last(tmp_path)["exit_status"] == 2 and "pytorch" in _last(tmp_path)["reason"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--pairs", "3"], "--pairs: '3' is out of range; pass an integer 12..10000"),
+    (["--pairs", "many"], "--pairs: 'many' is not an integer"),
+    (["--alpha", "0"], "--alpha: '0' is out of range; pass a number > 0 and <= 0.5"),
+    (["--alpha", "nan"], "--alpha: 'nan' is out of range"),
+    (["--margin", "-0.1"], "--margin"), (["--budget-s", "0"], "--budget-s"), (["--block-s", "x"], "--block-s"),
+    (["--nice", "40"], "--nice"), (["--seed", "-1"], "--seed"), (["--results-threshold", "-1"], "--results-threshold"),
+])
+def test_bad_option_values_exit_2_naming_the_option(tmp_path, capsys, argv, says):
+    with pytest.raises(SystemExit) as e:
+        _gate(tmp_path, *argv)
+    assert e.value.code == 2
+    assert f"xfbench gate: error: argument {says}" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- --results mode
@@ -197,6 +263,24 @@ def test_results_mode_passes_a_slower_machine(tmp_path):
     assert _gate(tmp_path, "--impls", "flax", "--results", str(out)) == 0
 
 
+def test_results_mode_with_no_comparable_cell_exits_2_naming_what_is_missing(tmp_path, capsys):
+    out = _results(tmp_path, 0.1, 4e10)
+    # no reference figures at all: nothing to compare a single run with
+    assert _gate(tmp_path, "--impls", "flax", "--results", str(out)) == 2
+    assert "--results compares with this machine class's reference figures" in capsys.readouterr().err
+    # reference figures, but not for this cell
+    ref = _baseline()
+    ref["cells"] = {"keras-tf-cpu-s32-p1-b32": {**ref["cells"]["flax-cpu-s32-p1-b32"], "impl": "keras-tf"}}
+    (tmp_path / f"{MC}.json").write_text(json.dumps(ref))
+    assert _gate(tmp_path, "--impls", "flax", "--results", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "no comparable cell" in err and "flax-cpu-s32-p1-b32" in err and "keras-tf-cpu-s32-p1-b32" in err
+    assert _last(tmp_path)["verdict"] == "error" and "flax-cpu-s32-p1-b32" in _last(tmp_path)["reason"]
+    # the run holds no step cell of the implementations asked for
+    assert _gate(tmp_path, "--impls", "keras-jax", "--results", str(out)) == 2
+    assert "no ok step cell of keras-jax" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- git: baseline update, worktrees
 
 
@@ -217,6 +301,55 @@ def test_update_baseline_refuses_a_dirty_tree(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "dirty" in err and "f.txt" in err and "--allow-dirty" in err
     assert not (tmp_path / f"{MC}.json").exists()
+
+
+def _git(repo, *a):
+    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def _history(tmp_path, monkeypatch):
+    """main: one -- two; feature (HEAD) branches off at two; origin/main is main."""
+    repo = _repo(tmp_path / "repo" if (tmp_path / "repo").mkdir() is None else None)
+    _git(repo, "branch", "-M", "main")
+    one = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "two")
+    two = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "update-ref", "refs/remotes/origin/main", two)
+    _git(repo, "switch", "-q", "-c", "feature")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "three")
+    _git(repo, "switch", "-q", "main")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "main moves on")  # local main ahead of origin/main
+    _git(repo, "switch", "-q", "feature")
+    monkeypatch.setattr(worktree, "ROOT", repo)
+    pin = tmp_path / "pin.json"
+    pin.write_text(json.dumps({"commit": one, "why": "the first"}))
+    return one, two, pin
+
+
+def test_base_auto_on_a_pull_request_is_the_merge_base_with_the_target(tmp_path, monkeypatch):
+    one, two, pin = _history(tmp_path, monkeypatch)
+    commit, how = baseline.choose_base("auto", pin, {"GITHUB_BASE_REF": "main", "XF_GATE_BEFORE": one})
+    assert commit == two and "merge base of HEAD with origin/main" in how
+    with pytest.raises(GateInputError, match="no merge base with origin/nowhere.*fetch-depth: 0"):
+        baseline.choose_base("auto", pin, {"GITHUB_BASE_REF": "nowhere"})
+
+
+def test_base_auto_on_a_push_is_the_commit_before_it_else_the_pin(tmp_path, monkeypatch):
+    one, two, pin = _history(tmp_path, monkeypatch)
+    before = "--base auto: the commit before the push (XF_GATE_BEFORE)"
+    assert baseline.choose_base("auto", pin, {"XF_GATE_BEFORE": two}) == (two, before)
+    for env, why in [({"XF_GATE_BEFORE": "0" * 40}, "a new branch's first push"),
+                     ({"XF_GATE_BEFORE": "ab" * 20}, "is not in this clone (a force push?)"),
+                     ({"XF_GATE_BEFORE": ""}, "neither a pull request nor a push"), ({}, "neither")]:
+        commit, how = baseline.choose_base("auto", pin, env)
+        assert commit == one and why in how and "the commit pinned in pin.json (the first)" in how, how
+    assert baseline.choose_base(None, pin, {"XF_GATE_BEFORE": two})[0] == one  # the default is the pin
+    assert baseline.choose_base("pin", pin, {})[0] == one
+    assert baseline.choose_base("HEAD~1", pin, {}) == (two, "--base HEAD~1")
+    pin.write_text(json.dumps({"commit": "f" * 40}))
+    with pytest.raises(GateInputError, match="pinned in .*pin.json.* is not in this repository"):
+        baseline.choose_base(None, pin, {})
 
 
 def test_worktree_is_removed_and_old_commits_are_refused(tmp_path, monkeypatch):
@@ -254,7 +387,11 @@ def _fit(cell, base=OLD, head=NEW):
 def test_cells_keep_the_committed_baseline_keys():
     step = [c for c in cells(profile("quick"), ["flax", "keras-tf"], ("cpu",)) if c.kind == "step"]
     assert [baseline.key(c) for c in step] == ["flax-cpu-s32-p1-b32", "keras-tf-cpu-s32-p1-b32"]
-    committed = json.loads((ROOT / "benchmarks" / "baselines" / "x86_64-2c-nogpu.json").read_text())
+    for path in (ROOT / "benchmarks" / "baselines").glob("*-*c-*.json"):  # optional files: any there are
+        _check_keys(json.loads(path.read_text()))
+
+
+def _check_keys(committed: dict) -> None:
     for name, fig in committed["cells"].items():
         cell = Cell("step", fig["impl"], fig["device"], ModelSpec(fig["image_size"], pool_stride=fig["pool_stride"]),
                     TrainConfig(batch_size=fig["batch_size"]))
@@ -288,32 +425,169 @@ def test_a_head_that_cannot_run_the_cell_fails_it_and_a_mute_baseline_is_no_regr
     assert rec["status"] == "failed" and not rec["regressed"] and "boom" in rec["reason"]
 
 
-def test_skipped_cells_pass_and_are_recorded(tmp_path, capsys):
-    ok = {**baseline.describe(_cell()), "key": "flax-cpu-s32-p1-b32", "status": "ok", "regressed": False, "ratio": 1.0}
+def test_skipped_cells_pass_and_are_recorded_but_only_skipped_cells_cannot_vouch(tmp_path, capsys):
     skipped = {**baseline.describe(_cell("flax-nnx")), "key": "flax-nnx-cpu-s32-p1-b32", "status": "skipped",
                "regressed": False, "reason": "baseline commit 248ca9b lacks flax-nnx"}
     args = argparse.Namespace(alpha=0.01, margin=0.03, last=str(tmp_path / "last.json"), json=None)
-    assert cli.report(args, [ok, skipped], "ab", tmp_path / "b.json", 1.0, print) == 0
+    assert cli.report(args, [_ok(), skipped], {"mode": "ab"}, 1.0) == 0
     assert "no step-time regression in 1 cell(s); 1 skipped (flax-nnx)" in capsys.readouterr().out
-    last = json.loads((tmp_path / "last.json").read_text())
-    assert last["cells"][1]["status"] == "skipped" and last["regressions"] == []
+    last = _last(tmp_path)
+    assert last["cells"][1]["status"] == "skipped" and last["regressions"] == [] and last["verdict"] == "pass"
+    assert cli.report(args, [skipped], {"mode": "ab"}, 1.0) == 2
+    assert "no comparable cell: flax-nnx: baseline commit 248ca9b lacks flax-nnx" in capsys.readouterr().err
+    assert _last(tmp_path)["verdict"] == "cannot vouch"
 
 
-BASE_FILE = ROOT / "benchmarks" / "baselines" / f"{MC}.json"
+# ----------------------------------------------------------------------------- workers failing (fake workers)
+
+
+class FakeWorker:
+    """Answers as a worker does; `fail` (an exception) is raised from the `fail_at`-th timed block on."""
+
+    def __init__(self, fail=None, fail_at=1):
+        self.fail, self.fail_at, self.blocks, self.timeout_s, self.closed = fail, fail_at, 0, 300.0, False
+
+    def call(self, op, **kw):
+        if op == "warmup":
+            return [0.002] * kw["n"]
+        if op == "steps":
+            self.blocks += 1
+            if self.fail is not None and self.blocks >= self.fail_at:
+                raise self.fail
+            time.sleep(0.002)
+            return 0.69
+        if op == "matmul_rate":
+            return {"flops": 1e10}
+        raise AssertionError(op)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_gate(tmp_path, monkeypatch):
+    """`xfbench gate` with the worktree and the workers faked; returns run(fakes) -> (exit, last.json, out, err),
+    fakes: {(impl, side): FakeWorker | str (a start failure)}."""
+    monkeypatch.setattr(worktree, "worktree", lambda commit: contextlib.nullcontext(tmp_path))
+    monkeypatch.setattr(ab.Workers, "speaks", lambda self, roots: {"base": NEW, "head": NEW})
+    monkeypatch.setattr(ab.Workers, "payload", lambda self, c: payload(c, {"source": "synthetic"}))
+
+    def go(fakes, capsys, impls="flax,keras-jax"):
+        made = {}
+
+        def start(self, cell, side):
+            fake = fakes.get((cell.impl, side.name), FakeWorker())
+            if isinstance(fake, str):
+                side.error = fake
+            else:
+                side.worker, side.step_est = fake, 0.002
+                made[(cell.impl, side.name)] = fake
+            return side
+
+        monkeypatch.setattr(ab.Workers, "start", start)
+        rc = _gate(tmp_path, "--impls", impls, "--base", "HEAD", "--pairs", "12", "--no-nice", "--seed", "1",
+                   "--block-s", "0.002", "--json", str(tmp_path / "v.json"))
+        out = capsys.readouterr()
+        last = _last(tmp_path)
+        assert json.loads((tmp_path / "v.json").read_text()) == last
+        return rc, last, out.out, out.err, made
+
+    return go
+
+
+def test_a_base_worker_crashing_while_timed_means_the_gate_cannot_vouch(fake_gate, capsys):
+    died = WorkerError("worker died (killed by SIGSEGV); log tail:\n...")
+    rc, last, _, err, made = fake_gate({("flax", "base"): FakeWorker(died, fail_at=4)}, capsys)
+    assert rc == 2 and last["exit_status"] == 2 and last["verdict"] == "cannot vouch"
+    cells_ = {c["impl"]: c for c in last["cells"]}
+    assert cells_["flax"]["status"] == "failed" and cells_["flax"]["side"] == "base" and not cells_["flax"]["regressed"]
+    assert "while timed: worker died (killed by SIGSEGV)" in cells_["flax"]["reason"]
+    assert cells_["flax"]["pairs_before_failure"] == 3
+    assert cells_["keras-jax"]["status"] == "ok" and cells_["keras-jax"]["pairs"] >= 12  # the other cell went on
+    assert "the gate cannot vouch" in err and "flax on cpu: base: while timed: worker died" in err
+    assert "SIGSEGV" in last["reason"] and "Traceback" not in err
+    assert all(w.closed for w in made.values()) and made[("flax", "base")].timeout_s == 60.0  # --hang-s
+
+
+def test_a_head_worker_hanging_while_timed_is_a_regression_with_its_reason(fake_gate, capsys):
+    hung = WorkerError("worker hung: no answer within 60 s (killed)")
+    rc, last, out, *_ = fake_gate({("keras-jax", "head"): FakeWorker(hung, fail_at=2)}, capsys)
+    assert rc == 1 and last["verdict"] == "regressed"
+    assert [r["impl"] for r in last["regressions"]] == ["keras-jax"]
+    assert "worker hung" in last["regressions"][0]["reason"] and "worker hung" in last["reason"]
+    assert "REGRESSED in 1 cell(s)" in out and "keras-jax on cpu" in out and "worker hung" in out
+
+
+def test_nonsense_from_a_worker_and_start_failures_name_the_side(fake_gate, capsys):
+    rc, last, *_ = fake_gate({("flax", "head"): FakeWorker(ValueError("bad reply"), fail_at=1)}, capsys,
+                             impls="flax")
+    assert rc == 1 and "head: while timed: ValueError: bad reply" in last["cells"][0]["reason"]
+    rc, last, *_ = fake_gate({("flax", "base"): "cannot say what it speaks: boom"}, capsys, impls="flax")
+    assert rc == 2 and last["cells"][0]["reason"] == "base: cannot say what it speaks: boom"
+    rc, last, *_ = fake_gate({("flax", "head"): "worker died (exit 1)"}, capsys, impls="flax")
+    assert rc == 1 and last["cells"][0]["reason"] == "head: worker died (exit 1)"
+
+
+def test_fake_workers_with_nothing_wrong_pass(fake_gate, capsys):
+    rc, last, out, *_ = fake_gate({}, capsys)
+    assert rc == 0 and last["verdict"] == "pass" and "no step-time regression in 2 cell(s)" in out
+
+
+# ----------------------------------------------------------------------------- the history file for github-action-benchmark
+
+
+def test_history_keeps_only_ok_per_step_step_entries(tmp_path):
+    def bench(name, **info):
+        return {"fullname": name, "stats": {"ops": 10.0, "mean": 0.1}, "extra_info": info}
+
+    run = {"machine_info": {"x": 1}, "commit_info": {"id": "abc"}, "benchmarks": [
+        bench("step-ok", kind="step", status="ok", stats_unit="step"),
+        bench("step-per-call", kind="step", status="ok"),  # an older run: per timed call, not per step
+        bench("step-failed", kind="step", status="failed", stats_unit="step"),
+        bench("accuracy", kind="accuracy", status="ok"),
+        bench("parity", kind="parity", status="ok"),
+        {"fullname": "no-extra", "stats": {}},
+    ]}
+    src, dst = tmp_path / "output.json", tmp_path / "steps.json"
+    src.write_text(json.dumps(run))
+    assert history.main([str(src), str(dst)]) == 0
+    kept = json.loads(dst.read_text())
+    assert [b["fullname"] for b in kept["benchmarks"]] == ["step-ok"] and kept["commit_info"] == {"id": "abc"}
+    assert kept["xfbench_history_filter"]["dropped"] == 5
+    # nothing to keep, or not a pytest-benchmark file: exit 2 with the reason
+    src.write_text(json.dumps({"benchmarks": run["benchmarks"][1:]}))
+    assert history.main([str(src), str(dst)]) == 2
+    src.write_text("[]")
+    assert history.main([str(src), str(dst)]) == 2
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gate.history", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "github-action-benchmark" in proc.stdout
+
+
+PIN_FILE = ROOT / "benchmarks" / "baselines" / "pin.json"
+
+
+def test_the_committed_pin_names_a_full_commit_and_why():
+    pin = baseline.load_pin(PIN_FILE)
+    assert len(pin["commit"]) == 40 and int(pin["commit"], 16) >= 0 and pin["why"].strip()
 
 
 @pytest.mark.skipif(not (ROOT / "impl_flax" / "nnx.py").exists(), reason="impl_flax/nnx.py is not written yet")
-@pytest.mark.skipif(not BASE_FILE.exists(), reason=f"no committed baseline for this machine class ({MC})")
-def test_gate_against_the_real_baseline_measures_flax_and_skips_flax_nnx(tmp_path, monkeypatch, capsys):
-    commit = json.loads(BASE_FILE.read_text())["commit"]
+def test_gate_against_the_real_pin_with_no_per_machine_file(tmp_path, monkeypatch, capsys):
+    """As in a fresh clone on another machine class: the pin alone is enough for a verdict."""
+    commit = json.loads(PIN_FILE.read_text())["commit"]
     if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, check=False).returncode:
         pytest.skip(f"baseline commit {commit[:12]} is not in this clone")
     monkeypatch.setenv("XFBENCH_HOME", str(tmp_path / "home"))
+    shutil.copy(PIN_FILE, tmp_path / "pin.json")  # and no <machine class>.json beside it
     rc = cli_main(["gate", "--impls", "flax,flax-nnx", "--pairs", "12", "--budget-s", "40", "--no-calibrate",
-                   "--last", str(tmp_path / "last.json")])
+                   "--baseline-dir", str(tmp_path), "--last", str(tmp_path / "last.json")])
     out = capsys.readouterr().out
-    by_impl = {c["impl"]: c for c in json.loads((tmp_path / "last.json").read_text())["cells"]}
+    last = _last(tmp_path)
+    by_impl = {c["impl"]: c for c in last["cells"]}
+    assert last["base"]["commit"] == commit and last["reference_file"] is None
+    assert f"no reference figures for this machine class ({MC})" in out
     assert by_impl["flax-nnx"]["status"] == "skipped" and f"{commit[:7]} lacks flax-nnx" in by_impl["flax-nnx"]["reason"]
     assert f"flax-nnx-cpu-s32-p1-b32: skipped -- baseline commit {commit[:7]} lacks flax-nnx" in out
     assert by_impl["flax"]["status"] == "ok" and by_impl["flax"]["pairs"] >= 12
-    assert rc == (1 if by_impl["flax"]["regressed"] else 0)
+    assert rc == (1 if by_impl["flax"]["regressed"] else 0) == last["exit_status"]

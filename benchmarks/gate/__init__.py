@@ -1,13 +1,16 @@
-"""`xfbench gate`: fail when the train step got slower than the committed baseline.
+"""`xfbench gate`: fail when the train step got slower than at a baseline commit.
 
 How it decides (A/B in the same run, as asv's `continuous`):
 
-* The committed baseline file `benchmarks/baselines/<machine_class>.json` names
-  the baseline commit and keeps reference figures per cell. The gate checks
-  that commit out in a temporary `git worktree` and, for each step cell of the
-  quick profile (32x32 origin spec, batch 32, cpu), starts two fresh workers:
-  one importing the baseline tree, one the working tree (uncommitted changes
-  count).
+* The baseline is a commit, nothing more: `--base pin` (the default) reads it from
+  `benchmarks/baselines/pin.json`; `--base auto` takes, on a pull request, the merge
+  base of HEAD with origin/$GITHUB_BASE_REF, on a push the commit before it
+  ($XF_GATE_BEFORE, from the workflow's github.event.before; all zeros for a new
+  branch), else the pin; `--base REV` any commit. The gate checks that commit out in a
+  temporary `git worktree` and, for each step cell of the quick profile (32x32 origin
+  spec, batch 32, cpu), starts two fresh workers: one importing the baseline tree,
+  one the working tree (uncommitted changes count). Both run on this machine, so no
+  per-machine figure is needed.
 * First one short-lived worker per tree says what it speaks (protocol,
   implementations, spec and train fields). A cell whose implementation the
   baseline lacks is skipped and recorded as such; each side gets only the
@@ -35,22 +38,30 @@ How it decides (A/B in the same run, as asv's `continuous`):
 * Reported per cell: ratio = median of the pair ratios with a distribution-free
   (order-statistic) 95% interval, confidence = 1 - p.
 * As information only, the calibration-normalised step (step seconds x the
-  matmul rate measured in the same worker) is compared with the baseline
-  file's reference figure.
+  matmul rate measured in the same worker) is compared with the reference figure
+  of this machine class (`benchmarks/baselines/<machine class>.json`), where that
+  optional file exists; a missing one is a note.
 
 `--results FILE` reads a pytest-benchmark JSON run instead and compares its
 calibration-normalised step times with the reference figures; with no pairs
 there is no A/B test, so that mode uses a plain threshold (--results-threshold,
-default 25%) and says so.
+default 25%), says so, and needs the reference file.
 
-Exit status: 0 no regression (skipped cells included), 1 a cell regressed (a
-head worker that crashes counts as regressed), 2 bad input (no or wrong
-baseline, corrupt file, unknown implementation, git trouble, a baseline commit
-that cannot be measured).
+Exit status: 0 no regression (skipped cells included); 1 a cell regressed, or its
+head worker failed (at start, or crashing, hanging or answering nonsense while
+timed), with the reason; 2 the gate cannot vouch: bad input (no pin, a corrupt
+file, an unknown implementation, git trouble), a baseline commit that cannot be
+measured or whose worker failed, or no cell compared (all skipped; --results with
+no cell that has a reference figure). The verdict JSON (.xfbench/gate/last.json,
+and --json FILE) is written whatever the exit status, with the reason.
+
+`python -m benchmarks.gate.history output.json steps.json` keeps only the per-step
+step-time entries of a run, for github-action-benchmark.
 
 Modules, each importing only those before it: `stats` (the decision rule, pure),
-`worktree` (git), `baseline` (the baseline file, reference comparisons), `ab`
-(workers and timing), `cli` (arguments, modes, the verdict).
+`history` (the step-time file for github-action-benchmark), `worktree` (git),
+`baseline` (the baseline commit, the reference figures, --results), `ab` (workers
+and timing), `cli` (arguments, modes, the verdict).
 """
 
 

@@ -1,4 +1,8 @@
-"""The A/B runner: per cell, a baseline and a head worker, timed in interleaved blocks of steps."""
+"""The A/B runner: per cell, a baseline and a head worker, timed in interleaved blocks of steps.
+
+A worker that fails -- at start, or crashing, hanging or answering nonsense while timed -- fails its
+side of that cell only: the cell is recorded as failed, naming the side, and the other cells go on.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from benchmarks.gate.stats import SequentialTest
 from benchmarks.harness import DataChoice, home, payload
 from benchmarks.profiles import Cell
 from benchmarks.worker_client import CellSkipped, Protocol, Worker, WorkerError
+from shared_data import DataError
 
 
 @dataclass
@@ -34,6 +39,22 @@ class Side:
     times: list[float] = field(default_factory=list)
 
 
+class SideFailed(Exception):
+    """A worker call failed: `side` ("base" or "head") says whose, `reason` why."""
+
+    def __init__(self, side: str, reason: str):
+        super().__init__(f"{side}: {reason}")
+        self.side, self.reason = side, reason
+
+
+def call(side: Side, op: str, **args):
+    """One call to the side's worker; any failure of it (died, hung, error, skip) is that side's."""
+    try:
+        return side.worker.call(op, **args)
+    except Exception as e:  # whatever the worker did, it failed this side, not the gate
+        raise SideFailed(side.name, str(e) if isinstance(e, WorkerError) else f"{type(e).__name__}: {e}") from e
+
+
 class Workers:
     """What every worker of one gate run shares: data, logs, timeout."""
 
@@ -44,7 +65,10 @@ class Workers:
         self.timeout_s = timeout_s
 
     def payload(self, cell: Cell) -> dict:
-        self.data.prepare(cell.spec.image_size, cell.protocol, log=lambda m: None)
+        try:
+            self.data.prepare(cell.spec.image_size, cell.protocol, log=lambda m: None)
+        except DataError as e:
+            raise GateInputError(f"cannot prepare the synthetic step data: {e}") from None
         return payload(cell, self.data.kwargs(cell.spec.image_size, cell.protocol))
 
     def speaks(self, roots: dict[str, Path]) -> dict[str, Protocol | str]:
@@ -67,12 +91,14 @@ class Workers:
         try:
             side.worker = Worker(self.logs / f"{baseline.key(cell)}-{side.name}.log",
                                  registry.entry(cell.impl).keras_backend, self.timeout_s, root=side.root)
-            side.worker.call("setup", cell=side.payload)
-            side.worker.call("first_step")
-            warm = side.worker.call("warmup", n=3)
+            call(side, "setup", cell=side.payload)
+            call(side, "first_step")
+            warm = call(side, "warmup", n=3)
             side.step_est = float(np.median(warm[1:]))
-        except (WorkerError, CellSkipped) as e:
-            side.error = str(e)
+        except SideFailed as e:
+            side.error = e.reason
+        except Exception as e:  # noqa: BLE001 -- e.g. the worker process could not be started
+            side.error = f"{type(e).__name__}: {e}"
         return side
 
     def start_all(self, pairs: list[tuple[Cell, tuple[Side, ...]]]) -> None:
@@ -123,10 +149,12 @@ def raise_priority(side: Side, niceness: int) -> bool:
 
 
 def get_ready(sides: tuple[Side, ...], args) -> tuple[int, bool]:
-    """Right before timing: a short warm-up each (other cells ran in between), priority raised.
+    """Right before timing: a short warm-up each (other cells ran in between), priority raised, and
+    from now on a call that takes longer than --hang-s is a hang (set-up and compiling had longer).
     Returns the steps per timed block and whether every side got the raised priority."""
     for s in sides:
-        s.worker.call("warmup", n=2)
+        s.worker.timeout_s = min(s.worker.timeout_s, getattr(args, "hang_s", s.worker.timeout_s))
+        call(s, "warmup", n=2)
     reniced = args.nice is not None and all([raise_priority(s, args.nice) for s in sides])  # a list: try every side
     step = min(s.step_est for s in sides)
     k = max(1, round(args.block_s / step)) if math.isfinite(step) and step > 0 else 1
@@ -135,10 +163,10 @@ def get_ready(sides: tuple[Side, ...], args) -> tuple[int, bool]:
 
 def timed_block(side: Side, k: int) -> float:
     t0 = time.perf_counter()
-    loss = side.worker.call("steps", n=k)
+    loss = call(side, "steps", n=k)
     dt = (time.perf_counter() - t0) / k
-    if not math.isfinite(loss):
-        raise RuntimeError(f"{side.name}: non-finite loss {loss}")
+    if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+        raise SideFailed(side.name, f"non-finite loss {loss!r} while timed")
     return dt
 
 
@@ -179,10 +207,10 @@ def ab_cell(cell: Cell, base: Side, head: Side, args, alpha_cell: float, deadlin
 def calibrate(side: Side, cell: Cell) -> float | None:
     """The head worker's float32 matmul rate (1024 x 1024, best of 5, as the reference figures were)."""
     try:
-        rate = side.worker.call("matmul_rate", backend=registry.entry(cell.impl).backend, device=cell.device,
-                                n=1024, repeats=5)
+        rate = call(side, "matmul_rate", backend=registry.entry(cell.impl).backend, device=cell.device,
+                    n=1024, repeats=5)
         return float(rate["flops"])
-    except WorkerError:
+    except (SideFailed, KeyError, TypeError, ValueError):
         return None
 
 
@@ -193,10 +221,10 @@ def close_all(sides) -> None:
                 s.worker.close()
 
 
-def run_ab(args, base_file: dict, cells: list[Cell], say) -> list[dict]:
-    """One record per cell: skipped (the baseline lacks it), failed (a worker failed) or the A/B verdict."""
+def run_ab(args, commit: str, reference: dict | None, cells: list[Cell], say) -> list[dict]:
+    """One record per cell: skipped (the baseline lacks it), failed (a worker failed) or the A/B verdict.
+    `reference`: this machine class's reference figures (information only), or None."""
     t_start = time.monotonic()
-    commit = worktree.resolve_commit(args.base or base_file["commit"])
     workers = Workers(args.timeout_s)
     records = {}
     with worktree.worktree(commit) as base_root:
@@ -211,11 +239,11 @@ def run_ab(args, base_file: dict, cells: list[Cell], say) -> list[dict]:
                 say(f"{baseline.key(c)}: skipped -- {e}")
                 records[c] = {**baseline.describe(c), "key": baseline.key(c), "status": "skipped", "regressed": False,
                               "reason": str(e)}
-        records.update(measure_pairs(args, base_file, workers, pairs, t_start, say))
+        records.update(measure_pairs(args, (reference or {}).get("cells", {}), workers, pairs, t_start, say))
     return [records[c] for c in cells]
 
 
-def measure_pairs(args, base_file: dict, workers: Workers, pairs, t_start: float, say) -> dict[Cell, dict]:
+def measure_pairs(args, refs: dict, workers: Workers, pairs, t_start: float, say) -> dict[Cell, dict]:
     alpha_cell = args.alpha / max(1, len(pairs))  # Bonferroni over the cells measured
     out = {}
     try:
@@ -224,24 +252,35 @@ def measure_pairs(args, base_file: dict, workers: Workers, pairs, t_start: float
         for i, (c, (base, head)) in enumerate(pairs):
             left = args.budget_s - (time.monotonic() - t_start)
             deadline = time.monotonic() + max(10.0, left / (len(pairs) - i) - 8)
-            out[c] = measure_cell(c, base, head, args, base_file, alpha_cell, deadline, say)
+            out[c] = measure_cell(c, base, head, args, refs, alpha_cell, deadline, say)
             close_all((base, head))
     finally:
         close_all(s for _, pair in pairs for s in pair)
     return out
 
 
-def measure_cell(c: Cell, base: Side, head: Side, args, base_file: dict, alpha: float, deadline: float, say) -> dict:
+def failed(rec: dict, side: str, reason: str, say) -> dict:
+    """A cell whose `side` failed: the head's failure is the head's regression; the base's leaves the
+    gate unable to vouch for the cell (exit 2)."""
+    rec.update(status="failed", side=side, regressed=side == "head", reason=f"{side}: {reason}")
+    say(f"{rec['key']}: {side} worker failed -- {reason.splitlines()[0] if reason else '?'}")
+    return rec
+
+
+def measure_cell(c: Cell, base: Side, head: Side, args, refs: dict, alpha: float, deadline: float, say) -> dict:
     rec = {**baseline.describe(c), "key": baseline.key(c)}
-    if base.error or head.error:
-        rec.update(status="failed", regressed=head.error is not None and base.error is None,
-                   reason=f"base: {base.error}" if base.error else f"head: {head.error}")
-        say(f"{rec['key']}: {rec['reason'].splitlines()[0]}")
-        return rec
-    rec.update(status="ok", **ab_cell(c, base, head, args, alpha, deadline, say))
+    if base.error:  # both failing is more likely the machine than the head: the base's failure wins
+        return failed(rec, "base", base.error, say)
+    if head.error:
+        return failed(rec, "head", head.error, say)
+    try:
+        rec.update(status="ok", **ab_cell(c, base, head, args, alpha, deadline, say))
+    except SideFailed as e:
+        rec.update(pairs_before_failure=len(head.times))
+        return failed(rec, e.side, f"while timed: {e.reason}", say)
     if args.calibrate:
         rec["head_peak_flops"] = calibrate(head, c)
-        ratio = baseline.normalised_ratio(base_file["cells"].get(rec["key"]), rec["head_step_s"], rec["head_peak_flops"])
+        ratio = baseline.normalised_ratio(refs.get(rec["key"]), rec["head_step_s"], rec["head_peak_flops"])
         if ratio is not None:
             rec["normalised_vs_reference"] = ratio
     return rec
@@ -257,8 +296,11 @@ def measure_reference(args, cells: list[Cell], say) -> dict[str, dict]:
         for c, (s,) in pairs:
             if s.error:
                 raise GateInputError(f"{baseline.key(c)}: cannot measure: {s.error}")
-            k, _ = get_ready((s,), args)
-            times = [timed_block(s, k) for _ in range(args.reference_blocks)]
+            try:
+                k, _ = get_ready((s,), args)
+                times = [timed_block(s, k) for _ in range(args.reference_blocks)]
+            except SideFailed as e:
+                raise GateInputError(f"{baseline.key(c)}: cannot measure: {e.reason}") from None
             peak = calibrate(s, c)
             step = float(np.median(times))
             figures[baseline.key(c)] = {

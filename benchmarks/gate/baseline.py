@@ -1,5 +1,5 @@
-"""The committed baseline file (benchmarks/baselines/<machine class>.json) and comparisons with its
-reference figures, including the --results mode."""
+"""What the gate compares with: the baseline commit (pinned, or chosen by `--base`) and the optional
+per-machine reference figures (benchmarks/baselines/<machine class>.json), including the --results mode."""
 
 from __future__ import annotations
 
@@ -7,13 +7,86 @@ import os
 from pathlib import Path
 
 from benchmarks import machine
-from benchmarks.gate import GateInputError
+from benchmarks.gate import GateInputError, worktree
 from benchmarks.profiles import Cell
 from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.store import ResultFileError, now_iso, read_json, write_json
 
 FORMAT = 1
 HOW_TO_CREATE = "`xfbench gate --update-baseline`"
+PIN_NAME = "pin.json"
+# the environment `--base auto` reads: GitHub sets GITHUB_BASE_REF on pull requests; the workflow
+# passes the push's github.event.before in XF_GATE_BEFORE (all zeros for a new branch)
+BASE_REF_ENV, BEFORE_ENV = "GITHUB_BASE_REF", "XF_GATE_BEFORE"
+
+
+# --------------------------------------------------------------------------- the baseline commit
+
+
+def _read(path, what: str):
+    """A JSON file the gate reads; unreadable or not JSON -> GateInputError naming it."""
+    try:
+        return read_json(path)
+    except ResultFileError as e:
+        raise GateInputError(f"{what}{e}") from None
+
+
+def load_pin(path: Path) -> dict:
+    """The machine-independent pin: {"commit": sha, "why": text}."""
+    if not path.exists():
+        raise GateInputError(f"no baseline commit pinned: {path} does not exist; pass --base REV, or pin HEAD "
+                             f"with {HOW_TO_CREATE}")
+    pin = _read(path, "corrupt pin file: ")
+    if not isinstance(pin, dict) or not isinstance(pin.get("commit"), str) or not pin["commit"].strip():
+        raise GateInputError(f"corrupt pin file: {path}: no \"commit\"; write {{\"commit\": SHA, \"why\": TEXT}}")
+    return pin
+
+
+def write_pin(path: Path, commit: str, why: str) -> None:
+    write_json(path, {"commit": commit, "why": why, "updated": now_iso()})
+
+
+def choose_base(rev: str | None, pin_path: Path, env=os.environ) -> tuple[str, str]:
+    """(commit, how it was chosen) for `--base rev`.
+
+    None or "pin": the pin file's commit. "auto": on a pull request (GITHUB_BASE_REF set) the merge
+    base of HEAD with origin/<target branch>; else on a push the commit before it (XF_GATE_BEFORE),
+    unless that is missing, all zeros (a new branch) or not in this clone (a force push); else the pin.
+    Anything else is a revision of this repository.
+    """
+    def pinned(why: str = "") -> tuple[str, str]:
+        pin = load_pin(pin_path)
+        try:
+            commit = worktree.resolve_commit(pin["commit"])
+        except GateInputError:
+            raise GateInputError(f"the commit pinned in {pin_path}, {pin['commit']!r}, is not in this repository "
+                                 f"(a shallow clone? fetch it, or pass --base REV)") from None
+        return commit, f"{why}the commit pinned in {pin_path.name} ({pin.get('why') or 'no reason given'})"
+
+    if rev in (None, "pin"):
+        return pinned()
+    if rev != "auto":
+        return worktree.resolve_commit(rev), f"--base {rev}"
+    target = env.get(BASE_REF_ENV, "").strip()
+    if target:
+        for ref in (f"origin/{target}", target):
+            mb = worktree.git("merge-base", "HEAD", ref, check=False)
+            if mb:
+                return mb, f"--base auto: merge base of HEAD with {ref} (pull request into {target})"
+        raise GateInputError(f"--base auto: a pull request into {target!r}, but HEAD has no merge base with "
+                             f"origin/{target} here (check out with full history: fetch-depth: 0), or pass --base REV")
+    before = env.get(BEFORE_ENV, "").strip()
+    if before and before.strip("0"):
+        try:
+            return worktree.resolve_commit(before), f"--base auto: the commit before the push ({BEFORE_ENV})"
+        except GateInputError:
+            return pinned(f"--base auto: the commit before the push, {before[:12]}, is not in this clone "
+                          f"(a force push?), so ")
+    why = "a new branch's first push" if before else f"neither a pull request nor a push ({BASE_REF_ENV} and {BEFORE_ENV} unset)"
+    return pinned(f"--base auto: {why}, so ")
+
+
+# --------------------------------------------------------------------------- the per-machine reference figures
 
 
 def this_machine() -> dict:
@@ -34,18 +107,20 @@ def path_for(baseline: str | None, baseline_dir: str, machine_class: str) -> Pat
     return Path(baseline) if baseline else Path(baseline_dir) / f"{machine_class}.json"
 
 
-def load(path: Path, machine_class: str) -> dict:
+def load_reference(path: Path, machine_class: str, explicit: bool) -> tuple[dict | None, str | None]:
+    """The reference figures of this machine class, or None and why not.
+
+    Information only: the verdict needs no such file, so a missing default file is a note. One
+    named with --baseline that is missing, and any file that is corrupt or of another machine
+    class, is an error.
+    """
     if not path.exists():
-        others = sorted(p.name for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
-        raise GateInputError(
-            f"no step-time baseline for this machine class ({machine_class}): {path} does not exist.\n"
-            f"Create it with {HOW_TO_CREATE} on a clean, committed tree, then commit the file."
-            + (f"\nBaselines exist for other machine classes: {', '.join(others)}" if others else "")
-        )
-    try:
-        base = read_json(path)
-    except ResultFileError as e:
-        raise GateInputError(f"corrupt baseline file: {e}") from None
+        if not explicit:
+            return None, (f"no reference figures for this machine class ({machine_class}): {path.name} does not "
+                          f"exist (information only; {HOW_TO_CREATE} writes them)")
+        raise GateInputError(f"--baseline {path} does not exist; leave --baseline out, or create it with "
+                             f"{HOW_TO_CREATE}")
+    base = _read(path, "corrupt baseline file: ")
     check(base, path)
     if base["machine_class"] != machine_class:
         raise GateInputError(
@@ -54,7 +129,7 @@ def load(path: Path, machine_class: str) -> dict:
             f"Step times do not transfer between machine classes: create this machine's baseline with "
             f"{HOW_TO_CREATE} (it writes {Path(path).parent / (machine_class + '.json')})."
         )
-    return base
+    return base, None
 
 
 def check(base, path: Path) -> None:
@@ -100,30 +175,34 @@ def normalised_ratio(ref: dict | None, step_s: float, peak_flops: float | None) 
 # --------------------------------------------------------------------------- --results mode
 
 
-def compare_results(results: str, threshold: float, base_file: dict, impls) -> list[dict]:
-    """The step cells of a pytest-benchmark JSON run against the reference figures (no A/B test)."""
-    try:
-        data = read_json(results)
-    except ResultFileError as e:
-        raise GateInputError(str(e)) from None
+def compare_results(results: str, threshold: float, reference: dict, impls) -> list[dict]:
+    """The step cells of a pytest-benchmark JSON run against the reference figures (no A/B test).
+
+    Raises GateInputError unless at least one cell has a reference figure to compare with.
+    """
+    data = _read(results, "")
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise GateInputError(f"{results}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
     try:
         infos = [b.get("extra_info") or {} for b in data["benchmarks"]]
-        out = [_compare(info, threshold, base_file) for info in infos
+        out = [_compare(info, threshold, reference) for info in infos
                if info.get("kind") == "step" and info.get("status", "ok") == "ok" and info.get("impl") in impls]
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
         raise GateInputError(f"{results}: a step cell lacks a figure the gate needs ({type(e).__name__}: {e})") from None
     if not out:
-        raise GateInputError(f"{results}: no ok step cell for {', '.join(impls)} in it")
+        raise GateInputError(f"{results}: no comparable cell: no ok step cell of {', '.join(impls)} in it")
+    if not any(r["status"] == "ok" for r in out):
+        have = ", ".join(sorted(reference["cells"])) or "none"
+        raise GateInputError(f"{results}: no comparable cell: the reference figures have no "
+                             f"{', '.join(sorted({r['key'] for r in out}))} (they have: {have})")
     return out
 
 
-def _compare(info: dict, threshold: float, base_file: dict) -> dict:
+def _compare(info: dict, threshold: float, reference: dict) -> dict:
     cell = Cell("step", info["impl"], info.get("device_kind", info.get("device")),
                 ModelSpec(info["image_size"], pool_stride=info.get("pool_stride", 1)),
                 TrainConfig(batch_size=info["batch_size"]))
-    ref = base_file["cells"].get(key(cell))
+    ref = reference["cells"].get(key(cell))
     rec = {**describe(cell), "key": key(cell), "head_step_s": info.get("step_s_median"),
            "head_peak_flops": info.get("peak_flops")}
     if ref is None:

@@ -1,5 +1,5 @@
 """`xfbench gate` on the command line: arguments, the three modes (A/B, --results, --update-baseline)
-and the verdict."""
+and the verdict, which is written (last.json, and --json) whatever the exit status."""
 
 from __future__ import annotations
 
@@ -16,31 +16,47 @@ from benchmarks.gate.stats import LOOKS
 from benchmarks.harness import home
 from benchmarks.profiles import cells, profile
 from benchmarks.store import now_iso, write_json
+from shared_data.cli import bounded
 
 BASELINE_DIR = worktree.ROOT / "benchmarks" / "baselines"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impls", default=",".join(registry.NAMES), help="comma-separated implementations (default: all)")
-    p.add_argument("--pairs", type=int, default=100, help="most A/B pairs per cell (default 100; fewer when clear)")
-    p.add_argument("--base", default=None, help="baseline commit to compare with (default: the baseline file's)")
+    p.add_argument("--pairs", type=bounded(int, LOOKS[0], 10_000), default=100,
+                   help=f"most A/B pairs per cell, >= {LOOKS[0]} (default 100; fewer when clear)")
+    p.add_argument("--base", default=None, metavar="REV|pin|auto",
+                   help="the commit to compare with: a revision, 'pin' (the default: the commit in "
+                        "benchmarks/baselines/pin.json) or 'auto' (a pull request: the merge base with "
+                        "origin/$GITHUB_BASE_REF; a push: $XF_GATE_BEFORE, the commit before it; else the pin)")
+    p.add_argument("--pin", default=None, metavar="FILE", help="the pin file (default: benchmarks/baselines/pin.json)")
     p.add_argument("--json", default=None, help="also write the verdict to this file (atomically)")
     p.add_argument("--results", default=None, help="read this pytest-benchmark JSON run instead of measuring")
-    p.add_argument("--update-baseline", action="store_true", help="measure HEAD and rewrite this machine class's baseline file")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="measure HEAD, rewrite this machine class's reference figures and pin HEAD")
+    p.add_argument("--why", default=None, help="with --update-baseline: why HEAD is the new baseline (kept in the pin)")
     p.add_argument("--allow-dirty", action="store_true", help="with --update-baseline: accept uncommitted changes")
-    p.add_argument("--baseline", default=None, help="baseline file (default: benchmarks/baselines/<machine class>.json)")
+    p.add_argument("--baseline", default=None,
+                   help="reference figures (default: benchmarks/baselines/<machine class>.json, optional)")
     p.add_argument("--baseline-dir", default=str(BASELINE_DIR), help=argparse.SUPPRESS)
-    p.add_argument("--alpha", type=float, default=0.01, help="false-alarm rate of the whole gate (default 0.01)")
-    p.add_argument("--margin", type=float, default=0.03, help="slow-down tolerated before it counts (default 0.03)")
-    p.add_argument("--nice", type=int, default=-15, help="niceness of the two workers while timed, where allowed (default -15)")
+    p.add_argument("--alpha", type=bounded(float, 0.0, 0.5, low_open=True), default=0.01,
+                   help="false-alarm rate of the whole gate, in (0, 0.5] (default 0.01)")
+    p.add_argument("--margin", type=bounded(float, 0.0, 1.0), default=0.03,
+                   help="slow-down tolerated before it counts, in [0, 1] (default 0.03)")
+    p.add_argument("--nice", type=bounded(int, -20, 19), default=-15,
+                   help="niceness of the two workers while timed, where allowed, -20..19 (default -15)")
     p.add_argument("--no-nice", dest="nice", action="store_const", const=None, help="leave the workers' priority alone")
-    p.add_argument("--budget-s", type=float, default=200.0, help="soft time budget of the whole gate (default 200 s)")
-    p.add_argument("--block-s", type=float, default=0.15, help="target seconds per timed block (default 0.15)")
-    p.add_argument("--results-threshold", type=float, default=0.25, help="--results mode: normalised slow-down that fails")
-    p.add_argument("--reference-blocks", type=int, default=15, help=argparse.SUPPRESS)
+    p.add_argument("--budget-s", type=bounded(float, 0.0, low_open=True), default=200.0,
+                   help="soft time budget of the whole gate (default 200 s)")
+    p.add_argument("--block-s", type=bounded(float, 0.0, 60.0, low_open=True), default=0.15,
+                   help="target seconds per timed block (default 0.15)")
+    p.add_argument("--results-threshold", type=bounded(float, 0.0, low_open=True), default=0.25,
+                   help="--results mode: normalised slow-down that fails (default 0.25)")
+    p.add_argument("--reference-blocks", type=bounded(int, 1, 10_000), default=15, help=argparse.SUPPRESS)
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false", help="skip the calibration (information only)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the A/B order (default: random)")
-    p.add_argument("--timeout-s", type=float, default=300.0, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=bounded(int, 0), default=None, help="seed of the A/B order (default: random)")
+    p.add_argument("--timeout-s", type=bounded(float, 0.0, low_open=True), default=300.0, help=argparse.SUPPRESS)
+    p.add_argument("--hang-s", type=bounded(float, 0.0, low_open=True), default=60.0, help=argparse.SUPPRESS)
     p.add_argument("--last", default=None, help=argparse.SUPPRESS)
 
 
@@ -53,26 +69,38 @@ def run(args) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     t0 = time.monotonic()
     say = lambda m: print(f"[gate] {m}", flush=True)  # noqa: E731
+    mode = "update-baseline" if args.update_baseline else "results" if args.results else "ab"
+    verdict = {"mode": mode, "alpha": args.alpha, "margin": args.margin}
     try:
         impls = parse_impls(args.impls)
-        if args.pairs < LOOKS[0]:
-            raise GateInputError(f"--pairs must be at least {LOOKS[0]}")
         mc = baseline.this_machine()
         path = baseline.path_for(args.baseline, args.baseline_dir, mc["machine_class"])
+        pin = Path(args.pin) if args.pin else Path(args.baseline_dir) / baseline.PIN_NAME
         step_cells = [c for c in cells(profile("quick"), impls, ("cpu",)) if c.kind == "step"]
         if args.update_baseline:
-            return update_baseline(args, path, step_cells, mc, say)
-        base_file = baseline.load(path, mc["machine_class"])
+            return update_baseline(args, path, pin, step_cells, mc, say)
+        reference, note = baseline.load_reference(path, mc["machine_class"], explicit=args.baseline is not None)
+        verdict.update(machine_class=mc["machine_class"], reference_file=str(path) if reference else None,
+                       reference_commit=reference["commit"] if reference else None, reference_note=note)
         if args.results:
-            records = baseline.compare_results(args.results, args.results_threshold, base_file, impls)
-            mode = "results"
+            if reference is None:
+                raise GateInputError(f"--results compares with this machine class's reference figures, and there "
+                                     f"are none: {note}")
+            records = baseline.compare_results(args.results, args.results_threshold, reference, impls)
         else:
-            records = ab.run_ab(args, base_file, step_cells, say)
-            mode = "ab"
+            commit, how = baseline.choose_base(args.base, pin)
+            verdict["base"] = {"commit": commit, "chosen_by": how}
+            say(f"base {commit[:12]}: {how}")
+            if note:
+                say(note)
+            records = ab.run_ab(args, commit, reference, step_cells, say)
     except GateInputError as e:
         print(f"xfbench gate: {e}", file=sys.stderr)
-        return 2
-    return report(args, records, mode, path, time.monotonic() - t0, say)
+        return finish(args, verdict, 2, "error", str(e), time.monotonic() - t0)
+    except KeyboardInterrupt:
+        finish(args, verdict, 130, "interrupted", "interrupted before a verdict", time.monotonic() - t0)
+        raise
+    return report(args, records, verdict, time.monotonic() - t0)
 
 
 def parse_impls(text: str) -> list[str]:
@@ -87,7 +115,7 @@ def parse_impls(text: str) -> list[str]:
     return impls
 
 
-def update_baseline(args, path: Path, step_cells, mc: dict, say) -> int:
+def update_baseline(args, path: Path, pin: Path, step_cells, mc: dict, say) -> int:
     dirty = worktree.dirty_paths()
     if dirty and not args.allow_dirty:
         raise GateInputError(
@@ -98,56 +126,69 @@ def update_baseline(args, path: Path, step_cells, mc: dict, say) -> int:
     commit = worktree.git("rev-parse", "HEAD")
     figures = ab.measure_reference(args, step_cells, say)
     baseline.write(path, mc, commit, bool(dirty), figures, machine.versions())
-    say(f"wrote {path} for commit {commit[:12]}; review it with `git diff {path}` and commit it")
+    baseline.write_pin(pin, commit, args.why or f"set by {baseline.HOW_TO_CREATE} on {mc['machine_class']}")
+    say(f"wrote {path} and pinned {commit[:12]} in {pin}; review them with `git diff {path.parent}` and commit them")
     return 0
 
 
-def report(args, records, mode, path, elapsed, say) -> int:
-    """Print and write the verdict; the exit status: 1 regressed, 2 the baseline could not be measured, else 0."""
+def finish(args, verdict: dict, status: int, outcome: str, reason: str | None, elapsed: float) -> int:
+    """Write the verdict (last.json, and --json) and return the exit status."""
+    verdict.update(exit_status=status, verdict=outcome, reason=reason, finished=now_iso(), elapsed_s=round(elapsed, 1))
+    verdict.setdefault("regressions", [])
+    verdict.setdefault("cells", [])
+    for path in (Path(args.last) if args.last else home() / "gate" / "last.json", args.json):
+        if path:
+            write_json(Path(path), verdict)
+    return status
+
+
+def report(args, records, verdict: dict, elapsed: float) -> int:
+    """Print and write the verdict. Exit status: 1 a cell regressed or its head worker failed; 2 the gate
+    cannot vouch (a base worker failed, or no cell was compared); else 0."""
     regressed = [r for r in records if r.get("regressed")]
     for r in records:
         if "normalised_vs_reference" in r:
-            say(f"{r['key']}: calibration-normalised step vs the baseline file's reference: "
-                f"{r['normalised_vs_reference']:.3f} (information)")
-    verdict = {
-        "mode": mode,
-        "finished": now_iso(),
-        "elapsed_s": round(elapsed, 1),
-        "baseline_file": str(path),
-        "alpha": args.alpha,
-        "margin": args.margin,
-        "regressions": [
-            {k: r.get(k) for k in ("impl", "device", "batch_size", "image_size", "ratio", "confidence")}
-            for r in regressed
-        ],
-        "cells": records,
-    }
-    write_json(Path(args.last) if args.last else home() / "gate" / "last.json", verdict)
-    if args.json:
-        write_json(Path(args.json), verdict)
+            print(f"[gate] {r['key']}: calibration-normalised step vs the reference figures: "
+                  f"{r['normalised_vs_reference']:.3f} (information)", flush=True)
+    verdict.update(cells=records, regressions=[
+        {k: r.get(k) for k in ("impl", "device", "batch_size", "image_size", "ratio", "confidence", "reason")}
+        for r in regressed])
+    base_failed = [r for r in records if r.get("status") == "failed" and not r.get("regressed")]
+    compared = [r for r in records if r.get("status") == "ok"]
+    skipped = [r for r in records if r.get("status") == "skipped"]
     if regressed:
         print_regressions(regressed, elapsed)
-        return 1
-    failed = [r for r in records if r.get("status") == "failed"]
-    if failed:
-        # the baseline commit itself could not be measured: the gate cannot vouch for these cells
-        print(f"xfbench gate: the baseline commit could not be measured for {len(failed)} cell(s):", file=sys.stderr)
-        for r in failed:
+        for r in base_failed:
+            print(f"  and the gate cannot vouch for {r['impl']} on {r['device']}: {r['reason'].splitlines()[0]}")
+        why = "; ".join(f"{r['impl']}: " + (f"ratio {r['ratio']:.3f}" if r.get("ratio") is not None
+                                            else r.get("reason", "?").splitlines()[0]) for r in regressed)
+        return finish(args, verdict, 1, "regressed", why, elapsed)
+    if base_failed:
+        print(f"xfbench gate: the gate cannot vouch: the baseline commit's worker failed in {len(base_failed)} "
+              f"cell(s):", file=sys.stderr)
+        for r in base_failed:
             print(f"  {r['impl']} on {r['device']}: {r['reason'].splitlines()[0]}", file=sys.stderr)
-        print("Pass --base REV, or update the baseline (`xfbench gate --update-baseline`).", file=sys.stderr)
-        return 2
-    skipped = [r for r in records if r.get("status") == "skipped"]
+        print("Pass --base REV, or pin another baseline (`xfbench gate --update-baseline`).", file=sys.stderr)
+        return finish(args, verdict, 2, "cannot vouch",
+                      "; ".join(f"{r['impl']}: {r['reason'].splitlines()[0]}" for r in base_failed), elapsed)
+    if not compared:
+        why = "no comparable cell: " + ("; ".join(f"{r['impl']}: {r.get('reason') or r['status']}" for r in records)
+                                        or "no step cell selected")
+        print(f"xfbench gate: the gate cannot vouch: {why}", file=sys.stderr)
+        return finish(args, verdict, 2, "cannot vouch", why, elapsed)
     also = f"; {len(skipped)} skipped ({', '.join(r['impl'] for r in skipped)})" if skipped else ""
-    print(f"xfbench gate: no step-time regression in {len(records) - len(skipped)} cell(s){also} ({elapsed:.0f} s)")
-    return 0
+    print(f"xfbench gate: no step-time regression in {len(compared)} cell(s){also} ({elapsed:.0f} s)")
+    return finish(args, verdict, 0, "pass", None, elapsed)
 
 
 def print_regressions(regressed, elapsed: float) -> None:
     print(f"xfbench gate: step time REGRESSED in {len(regressed)} cell(s) ({elapsed:.0f} s):")
     for r in regressed:
+        where = f"  {r['impl']} on {r['device']} (batch {r['batch_size']}, {r['image_size']}px): "
+        if r.get("status") == "failed":
+            print(f"{where}the working tree's worker failed ({r['reason'].splitlines()[0]})")
+            continue
         conf = (f"{r['confidence'] * 100:.3f}% (p = {r['p']:.2g}, alpha {r['alpha']:.2g})"
                 if r.get("confidence") is not None and r.get("p") is not None else "n/a (single run)")
         ratio = f"{r['ratio']:.3f}x" if r.get("ratio") is not None else "n/a"
-        why = f" ({r['reason'].splitlines()[0]})" if r.get("reason") else ""
-        print(f"  {r['impl']} on {r['device']} (batch {r['batch_size']}, {r['image_size']}px): "
-              f"ratio {ratio}, confidence {conf}{why}")
+        print(f"{where}ratio {ratio}, confidence {conf}")
