@@ -87,7 +87,7 @@ def test_accuracy(benchmark, xf, accuracy_cell: Cell):
         seeds = iter(p.seeds)
         runs = []
         with xf.worker(cell, info) as w:
-            w.call("setup", cell=xf.payload(cell))
+            device = w.call("setup", cell=xf.payload(cell))["device"]  # named as the step cells name it
 
             def train_next_seed():
                 seed = next(seeds)  # paired mode: every implementation starts from the reference's weights
@@ -95,7 +95,7 @@ def test_accuracy(benchmark, xf, accuracy_cell: Cell):
                                    initial_weights=xf.reference_weights(cell, seed)))
 
             benchmark.pedantic(train_next_seed, rounds=len(p.seeds), iterations=1)
-        figures = accuracy_figures(runs, p.seeds, p.epochs)
+        figures = dict(accuracy_figures(runs, p.seeds, p.epochs), device=device)
         xf.store_figures(key, figures)
         info.update(figures, from_cache=False)
     benchmark.extra_info.update(info)

@@ -495,3 +495,20 @@ def test_new_fields_are_on_the_page(reps):
     figs = plots.all_figures(model)
     mfu_svgs = [base64.b64decode(f.uri.split(",", 1)[1]).decode() for f in figs["mfu"] if f.uri]
     assert mfu_svgs and all("matmul rate" in s and "peak" not in s for s in mfu_svgs)
+
+
+def test_the_published_result_renders_and_carries_no_local_path(tmp_path):
+    """The committed results themselves, not fabricated samples: every implementation and its
+    interval on the page, and nothing that names the author's machine's folders."""
+    published = sorted((Path(__file__).resolve().parents[1] / "reports" / "published").glob("*.json"))
+    assert published, "no published result"
+    for path in published:
+        text = path.read_text()
+        assert not re.search(r'"/(work|home|root|tmp|Users)/', text), f"{path.name} carries an absolute local path"
+        data = json.loads(text)
+        impls = {b["extra_info"]["impl"] for b in data["benchmarks"] if b["extra_info"].get("kind") == "step"}
+        out = build_report([path], tmp_path / f"{path.stem}.html", include_published=False)
+        page = out.read_text()
+        for impl in impls:
+            assert impl in page
+        assert "[" in page and "interval" in page
