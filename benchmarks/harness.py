@@ -102,9 +102,17 @@ def payload(cell: Cell, data: dict, seed: int = 0) -> dict:
             "seed": seed, "data": data}
 
 
+def data_choice(config) -> DataChoice:
+    """The data of a pytest session, from its options."""
+    return DataChoice(source=config.getoption("xf_source"), data_dir=config.getoption("xf_data_dir"),
+                      cache_dir=str(home(config.getoption("xf_home")) / "cache" / "data"))
+
+
 class Session:
-    def __init__(self, config, profile: Profile, gpus: list[str], impls: list[str], machine: dict, code: str):
-        """`machine`: machine.info(); `code`: code_fingerprint() -- both part of every reuse key."""
+    def __init__(self, config, profile: Profile, gpus: list[str], impls: list[str], machine: dict, code: str,
+                 data: DataChoice | None = None):
+        """`machine`: machine.info(); `code`: code_fingerprint() -- both part of every reuse key.
+        `data`: the session's data, where it was already checked and prepared."""
         self.config = config
         self.profile = profile
         self.gpus = gpus
@@ -112,11 +120,7 @@ class Session:
         self.machine = machine
         self.code = code
         self.home = home(config.getoption("xf_home"))
-        self.data = DataChoice(
-            source=config.getoption("xf_source"),
-            data_dir=config.getoption("xf_data_dir"),
-            cache_dir=str(self.home / "cache" / "data"),
-        )
+        self.data = data or data_choice(config)
         self.step_source = config.getoption("xf_step_source")
         self.run: RunFolder | None = None
         self.resumable: dict[str, tuple[str, dict]] = {}

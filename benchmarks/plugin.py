@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import machine, registry
-from benchmarks.harness import ROOT, DataChoice, Session, code_fingerprint, home
+from benchmarks.harness import ROOT, DataChoice, Session, code_fingerprint, data_choice
 from benchmarks.profiles import Cell, Profile, cells, profile
 from benchmarks.spec import ModelSpec
 from benchmarks.store import RunFolder, git_commit, now_iso
@@ -101,6 +101,7 @@ class XfState:
     gpus: list[str] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
     code: str | None = None
+    data: DataChoice | None = None  # checked and prepared once, before any cell; the session reuses it
     session: Session | None = None
 
 
@@ -181,14 +182,13 @@ def pytest_collection_finish(session):
             wanted[(cell.spec.image_size, cell.protocol, None)] = None
     if not wanted:
         return
-    data = DataChoice(source=config.getoption("xf_source"), data_dir=config.getoption("xf_data_dir"),
-                      cache_dir=str(home(config.getoption("xf_home")) / "cache" / "data"))
+    data = config.stash[STATE].data = data_choice(config)
     reporter = config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"[xfbench] checking the data source ({len(wanted)} dataset(s)) before any cell")
+    say = (lambda m: reporter.write_line(f"[xfbench] {m}")) if reporter is not None else (lambda m: None)
+    say(f"checking the data source ({len(wanted)} dataset(s)) before any cell")
     try:
         for size, protocol, source in wanted:
-            data.prepare(size, protocol, log=None, source=source)
+            data.prepare(size, protocol, log=say, source=source)  # the session reuses what this loads
     except DataError as e:
         bench = getattr(config, "_benchmarksession", None)  # the history save set in pytest_configure:
         if bench is not None and getattr(bench, "save", None) == config.option.benchmark_save:
@@ -205,10 +205,11 @@ def _cell_of(item) -> Cell | None:
 def xf(request):
     config = request.config
     state = _resolved(config)
-    session = state.session = Session(config, state.profile, state.gpus, state.impls, state.machine, state.code)
+    session = state.session = Session(config, state.profile, state.gpus, state.impls, state.machine, state.code,
+                                      state.data)
     items = [item for item in request.session.items if hasattr(item, "callspec")]
     for item in items:  # build every data cache up front, so the run records its data at once
-        cell = item.callspec.params.get("step_cell") or item.callspec.params.get("accuracy_cell")
+        cell = _cell_of(item)
         if cell is not None:
             session.data_summary(cell)
     session.run = RunFolder.create(

@@ -93,8 +93,6 @@ def peak_memory(kind: str) -> dict:
 class CompileEvents:
     """Sums jax.monitoring's compile durations and counts backend compiles, from `listen()` on."""
 
-    supported = True
-
     def __init__(self):
         self.durations: dict[str, float] = {}
         self.compiles = 0

@@ -85,7 +85,6 @@ def peak_memory(kind: str) -> dict:
 class CompileEvents:
     """TensorFlow has no compile-event stream: compiles are counted as step traces by the implementation."""
 
-    supported = False
     compiles = 0
 
     def listen(self) -> None:
