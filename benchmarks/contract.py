@@ -16,6 +16,8 @@ What an implementation must provide (the abstract methods below):
     logits(images)               uint8 NHWC images -> numpy logits (inference mode)
     flops_per_step(device_batch) FLOPs of one step from the compiler's cost analysis, or None
     trace_count()                step traces so far (None where the runtime counts compiles)
+    forget_compiled()            drop the compiled step: the next train_step traces and compiles
+                                 again (compile time sampled repeatedly in one process)
     timed_region                 one sentence: what a timed step contains
 
 Shared here: weight key and shape checks (`get_weights`, `set_weights`), padded
@@ -155,3 +157,6 @@ class Implementation(abc.ABC):
 
     @abc.abstractmethod
     def trace_count(self) -> int | None: ...
+
+    @abc.abstractmethod
+    def forget_compiled(self) -> None: ...

@@ -6,8 +6,10 @@ corrupt the channel (stderr goes to the cell's log). The parent side is
 `benchmarks.worker_client`. Because each cell gets its own interpreter, Keras
 backends never meet and the first step compiles cold.
 
-Ops (protocol 2): hello, matmul_rate, setup, first_step, warmup, steps, finish, train.
-(Protocol 1's `finish` also measured a matmul rate per worker; 2 measures it once per run.)
+Ops (protocol 3): hello, matmul_rate, setup, first_step, warmup, steps, finish, train,
+recompile, inject. (Protocol 1's `finish` also measured a matmul rate per worker; 2 measures
+it once per run; 3 adds `recompile`, compile time sampled again in one process, and `inject`,
+the gate's self-test slowdown.) `setup` may be called again to move the worker to another cell.
 Framework specifics go through `benchmarks.runtimes`, chosen by the registry
 entry's backend.
 """
@@ -20,7 +22,7 @@ import os
 import sys
 import time
 
-PROTOCOL = 2
+PROTOCOL = 3
 FRAMEWORK_BYTES = 1 << 30  # what an imported framework and its runtime take besides the model
 
 
@@ -34,6 +36,7 @@ class _Cell:
     def __init__(self, send):
         self.send = send
         self.inner_times: list[float] = []
+        self.extra_work = None  # the self-test's injected slowdown: (array, sines per step)
 
     # ---- ops
 
@@ -63,6 +66,7 @@ class _Cell:
         from shared_data import epoch_batches, load_dataset
 
         self.cell = cell
+        self.extra_work = None
         entry = registry.entry(cell["impl"])
         try:
             self.cls = registry.load(cell["impl"])
@@ -97,6 +101,62 @@ class _Cell:
         out.update(self.events.split())
         return out
 
+    def recompile(self, n: int) -> dict:
+        """Compile time sampled n more times: the compiled step dropped, then its first call minus
+        the steady call right after it; `compiles` counts the compiles (or traces) that did happen."""
+        def seen() -> int:
+            return self.events.compiles + (self.impl.trace_count() or 0)
+
+        before, out = seen(), []
+        for _ in range(n):
+            self.impl.forget_compiled()
+            first = self.first_step()["first_step_s"]
+            t0 = time.perf_counter()
+            self.impl.sync(self.impl.train_step(self.device_batch))
+            out.append(first - (time.perf_counter() - t0))
+        return {"compile_s": out, "compiles": seen() - before}
+
+    def inject(self, fraction: float, steps: int = 1) -> dict:
+        """The gate's self-test: from now on every timed step also does real extra compute (float64
+        sines on the host, single-threaded, after the block's sync), sized to `fraction` of a steady
+        step. The size is refitted from blocks of `steps` steps run with and without it, alternately:
+        between steps the work costs more than alone, never less."""
+        import numpy as np
+
+        def blocks(per_step: int) -> tuple[float, float]:
+            """Median seconds per step of plain blocks and of blocks with the work, interleaved."""
+            plain, burned = [], []
+            for _ in range(9):
+                for work, out in ((0, plain), (per_step, burned)):
+                    self.extra_work = (x, work) if work else None
+                    t0 = time.perf_counter()
+                    self.impl.sync(self.impl.run_steps(self.device_batch, steps))
+                    self._burn(steps)
+                    out.append((time.perf_counter() - t0) / steps)
+            return float(np.median(plain)), float(np.median(burned))
+
+        x = np.random.default_rng(0).standard_normal(1 << 14)
+        t0 = time.perf_counter()
+        for _ in range(50):
+            np.sin(x)
+        alone = (time.perf_counter() - t0) / 50
+        plain, _ = blocks(0)
+        per_step = max(1, round(fraction * plain / alone))
+        for _ in range(2):
+            plain, burned = blocks(per_step)
+            per_step = max(1, round(fraction * plain / max((burned - plain) / per_step, alone)))
+        plain, burned = blocks(per_step)
+        self.extra_work = (x, per_step)
+        return {"step_s": plain, "work_units_per_step": per_step, "injected_fraction": burned / plain - 1}
+
+    def _burn(self, steps: int) -> None:
+        if self.extra_work:
+            import numpy as np
+
+            x, per_step = self.extra_work
+            for _ in range(steps * per_step):
+                np.sin(x)
+
     def warmup(self, n: int) -> list[float]:
         times = []
         for _ in range(n):
@@ -116,6 +176,7 @@ class _Cell:
         Its own duration is kept, so the harness's overhead is measured on the same rounds."""
         t0 = time.perf_counter()
         loss = self.impl.sync(self.impl.run_steps(self.device_batch, n))
+        self._burn(n)
         self.inner_times.append(time.perf_counter() - t0)
         return loss
 

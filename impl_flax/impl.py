@@ -68,3 +68,6 @@ class FlaxImpl(Implementation):
 
     def trace_count(self) -> int | None:
         return None  # JAX compiles are counted through jax.monitoring
+
+    def forget_compiled(self) -> None:
+        jax_runtime.forget_compiled()

@@ -161,3 +161,6 @@ class FlaxNNXImpl(Implementation):
 
     def trace_count(self) -> int | None:
         return None  # JAX compiles are counted through jax.monitoring
+
+    def forget_compiled(self) -> None:
+        jax_runtime.forget_compiled()

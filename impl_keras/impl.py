@@ -196,3 +196,11 @@ class KerasImpl(Implementation):
 
     def trace_count(self) -> int | None:
         return self._traces
+
+    def forget_compiled(self) -> None:
+        """TF: a new train function (a new tf.function traces and compiles again); JAX: Keras's jitted
+        step stays, and JAX's caches go."""
+        if self.backend == "tensorflow":
+            self.model.make_train_function(force=True)
+        else:
+            self._runtime.forget_compiled()

@@ -7,6 +7,7 @@ wrong shape, so every read of their contents goes through `as_dict` and `num`.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 from reports.stats import geomean
 
 AA_SUFFIX = " (A/A copy)"  # the series name of an A/A control: an identical second copy of an implementation
+SELECT = re.compile(r" -k '([^']*)'")  # how a recorded command selects its cell (the harness's `reproduce`)
 
 
 def as_dict(v: Any) -> dict:
@@ -150,6 +152,19 @@ class Cell:
             s, b = self.step_s, num(self.extra.get("batch_size"))
             v = b / s if s and b else None
         return v
+
+
+def commands(cells: list[Cell]) -> list[str]:
+    """The distinct commands recorded with `cells`, less any that another one already runs: pytest's `-k`
+    matches substrings, so replicate 0's `-k '<id>'` also runs its replicates `<id>-r1`, `<id>-r2`, ..."""
+    found = list(dict.fromkeys(str(c.x("command")) for c in cells if c.x("command")))
+    return [cmd for cmd in found if not any(_runs(other, cmd) for other in found if other != cmd)]
+
+
+def _runs(cmd: str, other: str) -> bool:
+    """Whether `cmd` runs `other`'s cell too: the same command but for a `-k` pattern inside other's."""
+    k, o = SELECT.search(cmd), SELECT.search(other)
+    return bool(k and o) and k[1] in o[1] and SELECT.sub("", cmd) == SELECT.sub("", other)
 
 
 @dataclass

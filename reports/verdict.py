@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from reports.model import Cell, Model, Replicates, num
+from reports.model import Cell, Model, Replicates, commands, num
 from reports.stats import Ratio, geomean, log_ratio
 from reports.views import Impls, config_label, device_label, median, sortkey
 
@@ -193,7 +193,7 @@ def _detail_row(r: Replicates) -> dict:
         "xla_to_analytic": num(r.x("flops_xla_to_analytic")) or (xla / analytic if xla and analytic else None),
         "achieved": flops / r.step_s if flops and r.step_s else None, "mfu": r.mfu,
         "peak_memory_bytes": num(r.x("peak_memory_bytes")), "rss_growth_bytes": num(r.x("rss_growth_bytes")),
-        "memory_source": r.x("memory_source"), "n": r.n,
+        "memory_source": r.x("memory_source"), "n": r.n, "commands": commands(r.cells),
     }
 
 
@@ -230,9 +230,11 @@ def _accuracy_row(c: Cell) -> dict:
     accs = [a for a in (c.x("test_accuracies") or []) if num(a) is not None]
     seeds = c.x("seeds") if isinstance(c.x("seeds"), list) else []
     mean = num(c.x("test_accuracy_mean"))
+    protocol = c.x("protocol", "?")
     return {
         "impl": c.impl,
-        "protocol": c.x("protocol", "?"),
+        "protocol": protocol,
+        "label": f"{protocol} split, {'augmented' if c.x('augment') else 'no augmentation'}",
         "augment": c.x("augment"),
         "epochs": c.x("epochs"),
         "seeds": seeds,
@@ -246,6 +248,7 @@ def _accuracy_row(c: Cell) -> dict:
         "data": c.x("data"),
         "config": config_label(c.x("image_size"), c.x("pool_stride")),
         "batch_size": c.x("batch_size"),
+        "commands": commands([c]),
     }
 
 
@@ -257,7 +260,7 @@ def _accuracy_table(rows: list[dict]) -> list[dict]:
         k = (r["config"], str(r["protocol"]), bool(r["augment"]))
         if k not in conds:
             conds[k] = {
-                "label": f"{r['protocol']} split, {'augmented' if r['augment'] else 'no augmentation'}",
+                "label": r["label"],
                 "short": f"{r['protocol']}{' + aug' if r['augment'] else ''}",
                 "config": r["config"] if multi_cfg else "",
                 "by_impl": {},

@@ -333,13 +333,14 @@ THREADS = {"env": {"OMP_NUM_THREADS": "2", "TF_NUM_INTRAOP_THREADS": None},
 
 
 def replicate_step(series: str, device: str, bs: int, r: int, step: float, compile_s: float, replicates: int = 3,
-                   image_size: int = 64) -> dict:
-    """A new-format step cell record: worker process `r` of `replicates`, stats per step."""
+                   image_size: int = 64, profile: str = "default") -> dict:
+    """A new-format step cell record: worker process `r` of `replicates`, stats per step, and the command
+    that measures it again (replicate 0's id, and so its command, selects every replicate)."""
     impl = series.split(" ")[0]
     aa = series.endswith("(A/A copy)")
     backend = "tensorflow" if impl == "keras-tf" else "jax"
     dev = "cpu" if device == "cpu" else "gpu"
-    cid = f"step-{impl}{'-aa' if aa else ''}-{dev}-s{image_size}-p1-b{bs}-r{r}"
+    cid = f"step-{impl}{'-aa' if aa else ''}-{dev}-s{image_size}-p1-b{bs}" + (f"-r{r}" if r else "")
     stats = {"min": step * 0.96, "max": step * 1.2, "mean": step * 1.01, "stddev": step * 0.02, "median": step,
              "iqr": step * 0.05, "q1": step * 0.98, "q3": step * 1.03, "rounds": 20, "iterations": 1,
              "ops": 1 / step, "total": step * 20}
@@ -360,11 +361,18 @@ def replicate_step(series: str, device: str, bs: int, r: int, step: float, compi
         "matmul_rate_precision": "float32", "matmul_rate_framework": "jax", "mfu": flops / step / peak,
         "threads": THREADS, "peak_memory_bytes": 2 ** 20 * bs * 9, "memory_source": "rss" if device == "cpu" else "device",
         "rss_growth_bytes": 2 ** 20 * 3 if device == "cpu" else None, "recompiles": 0, "data": "real",
+        "command": command(profile, impl, dev, cid, aa),
     }
     if aa:
         extra["aa_copy"] = True
     return {"id": cid, "name": f"test_step[{cid}]", "kind": "step", "status": "ok", "reason": None, "stats": stats,
             "extra_info": extra}
+
+
+def command(profile: str, impl: str, device: str, cid: str, aa: bool = False) -> str:
+    """A cell's reproduce command, as the harness records it."""
+    return (f"pytest --benchmark-only --xf-profile={profile} --xf-impls={impl} --xf-devices={device} "
+            f"--xf-source=folder{f' --xf-aa={impl}' if aa else ''} -k '{cid}'")
 
 
 def replicated_run(root: Path, run_id: str = "20250201-100000-rep") -> Path:
@@ -389,6 +397,7 @@ def replicated_run(root: Path, run_id: str = "20250201-100000-rep") -> Path:
     rng = random.Random(12)
     for impl, backend, seeds in (("flax", "jax", (0,)), ("keras-jax", "jax", (0, 1, 2))):
         name, extra = acc_cell(impl, backend, "cpu", "original", False, rng, epochs=4, seeds=seeds)
+        extra["command"] = command("default", impl, "cpu", name)
         cells.append({"id": name, "name": name, "kind": "accuracy", "status": "ok", "reason": None, "stats": None,
                       "extra_info": extra})
     for c in cells:
@@ -406,7 +415,7 @@ def replicated_run(root: Path, run_id: str = "20250201-100000-rep") -> Path:
 def single_replicate_run(root: Path, run_id: str = "20250202-100000-solo") -> Path:
     """A run folder from "solo-box" in the new format but with one worker process per cell: no interval."""
     folder = root / run_id
-    cells = [replicate_step(impl, "cpu", 32, 0, step, comp, replicates=1)
+    cells = [replicate_step(impl, "cpu", 32, 0, step, comp, replicates=1, profile="quick")
              for impl, step, comp in (("flax", 0.0400, 0.9), ("keras-jax", 0.0460, 1.7))]
     for c in cells:
         _write(folder / "cells" / f"{c['id']}.json", c)

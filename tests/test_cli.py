@@ -33,7 +33,7 @@ BAD = [
     ("report", ["/nonexistent/run"], "RESULTS: /nonexistent/run does not exist"),
     ("report", ["--history", "/nonexistent"], "--history: /nonexistent is not a folder"),
     ("report", ["-o", "/"], "-o/--output: / is a folder; pass the HTML file to write"),
-    ("gate", ["--pairs", "0"], "--pairs: '0' is out of range; pass an integer 12..10000"),
+    ("gate", ["--samples", "0"], "--samples: '0' is out of range; pass an integer 12..10000"),
     ("gate", ["--alpha", "1"], "--alpha: '1' is out of range; pass a number > 0 and <= 0.5"),
     ("gate", ["--margin", "x"], "--margin: 'x' is not a number"),
     ("gate", ["--budget-s", "-5"], "--budget-s: '-5' is out of range; pass a number > 0"),

@@ -82,6 +82,13 @@ def _drive_worker(name: str, tmp) -> dict:
         out["warmup"] = w.call("warmup", n=2)
         out["losses"] = [w.call("steps", n=3) for _ in range(3)]
         out["finish"] = w.call("finish", loop_steps=2, extras=True)
+        # the gate's ops: compile time sampled again, the self-test's extra work, another spec in the same worker
+        out["recompile"] = w.call("recompile", n=2)
+        out["inject"] = w.call("inject", fraction=0.5, steps=1)
+        out["injected_loss"] = w.call("steps", n=2)
+        stride2 = {**cell, "spec": ModelSpec(image_size=16, pool_stride=2).to_dict()}
+        out["moved"] = w.call("setup", cell=stride2)
+        out["moved_loss"] = w.call("steps", n=2)
     return out
 
 
@@ -160,3 +167,15 @@ def test_an_epoch_as_users_run_it(workers, name):
     """fit_epoch over host arrays: Keras's model.fit, the others' one-step-per-batch loop."""
     fin = workers[name]["finish"]
     assert fin["user_epoch_s"] > 0 and fin["user_images_per_s"] > 0 and fin["user_loop"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compile_time_sampled_again_and_the_gate_ops(workers, name):
+    """forget_compiled makes the next step compile for real, in every framework; the self-test's
+    injected work leaves the step's result alone; a worker moves to another spec."""
+    w = workers[name]
+    assert w["recompile"]["compiles"] >= 2 and all(s > 0 for s in w["recompile"]["compile_s"])
+    assert w["inject"]["work_units_per_step"] >= 1 and w["inject"]["injected_fraction"] == w["inject"]["injected_fraction"]
+    assert w["injected_loss"] == w["injected_loss"]
+    assert w["moved"]["params"] == ModelSpec(image_size=16, pool_stride=2).num_params != SPEC.num_params
+    assert w["moved_loss"] == w["moved_loss"]

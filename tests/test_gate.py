@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- module layout
 
-LAYERS = ("stats", "history", "worktree", "baseline", "ab", "cli")  # each may import only those before it
+LAYERS = ("stats", "history", "worktree", "baseline", "ab", "selftest", "cli")  # each may import only those before it
 
 
 def _imports(module: str) -> set[str]:
@@ -126,6 +126,57 @@ def test_sequential_looks_split_alpha():
     assert stats.looks_upto(20) == [12, 18, 20]
 
 
+def test_a_cell_regresses_only_when_every_process_pair_shows_it():
+    def dec(regressed, ratio=1.2, p=0.001):
+        return stats.Decision(20, ratio, (ratio * 0.9, ratio * 1.1), p, regressed, 0.01, 0.03)
+
+    rule = stats.ProcessPairs(3)
+    assert rule.add(dec(True, 1.2)) is None and rule.add(dec(True, 1.3, 0.004)) is None
+    assert rule.add(dec(True, 1.25)) == "regressed" and rule.regressed and rule.p == 0.004
+    ratio, (lo, hi) = rule.ratio()
+    assert ratio == pytest.approx(math.exp(np.mean(np.log([1.2, 1.3, 1.25]))))
+    half = stats.T975[2] * np.std(np.log([1.2, 1.3, 1.25]), ddof=1) / math.sqrt(3)
+    assert (lo, hi) == pytest.approx((ratio * math.exp(-half), ratio * math.exp(half)))
+    rule = stats.ProcessPairs(3)  # the first quiet pair ends the cell as a pass
+    assert rule.add(dec(True)) is None and rule.add(dec(False, 1.01, 0.4)) == "pass" and not rule.regressed
+    one = stats.ProcessPairs(1)
+    assert one.add(dec(False, 1.01, 0.5)) == "pass" and one.ratio() == (1.01, (1.01 * 0.9, 1.01 * 1.1))
+
+
+def test_process_effects_raise_one_pairs_false_alarms_but_not_a_cells():
+    """The simulation behind the design: each process carries a fixed offset (sd 2%), which a single
+    pair's test takes for a slowdown; three fresh pairs must all be fooled the same way."""
+    rng = np.random.default_rng(5)
+
+    def pair(shift):
+        offset = rng.normal(0, 0.02) - rng.normal(0, 0.02)
+        t = stats.SequentialTest(0.01, 0.03, 36)
+        stop = None
+        while stop is None:
+            stop = t.add(rng.normal(0, 0.05) + offset + math.log(shift))
+        return t.decision()
+
+    def cell(shift, n=3):
+        rule = stats.ProcessPairs(n)
+        verdict = None
+        while verdict is None:
+            verdict = rule.add(pair(shift))
+        return rule.regressed
+
+    single = sum(pair(1.0).regressed for _ in range(400)) / 400
+    assert single > 0.015  # the process effect does fool one pair's test (alpha 0.01 is split over looks)
+    assert sum(cell(1.0) for _ in range(400)) <= 2  # ~single^3
+    assert sum(cell(1.15) for _ in range(100)) >= 95
+
+
+def test_wilson_interval():
+    assert stats.wilson(0, 0) == (0.0, 1.0)
+    lo, hi = stats.wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-3)
+    lo, hi = stats.wilson(10, 10)
+    assert hi == 1.0 and lo == pytest.approx(0.7225, abs=1e-3)
+
+
 # ----------------------------------------------------------------------------- bad input -> exit 2
 
 
@@ -148,7 +199,7 @@ def _last(tmp_path) -> dict:
 
 
 def test_no_pin_says_how_and_writes_the_verdict(tmp_path, capsys):
-    assert _gate(tmp_path) == 2
+    assert _gate(tmp_path, "--base", "pin") == 2
     err = capsys.readouterr().err
     assert "pin.json does not exist" in err and "--base REV" in err and "--update-baseline" in err
     last = _last(tmp_path)
@@ -165,8 +216,8 @@ def test_corrupt_pin(tmp_path, capsys, text):
 def _fake_ab(monkeypatch, records):
     seen = {}
 
-    def run_ab(args, commit, reference, cells, say):
-        seen.update(commit=commit, reference=reference, cells=[baseline.key(c) for c in cells])
+    def run_ab(args, commit, reference, gcells, say):
+        seen.update(commit=commit, reference=reference, cells=[gc.key for gc in gcells])
         return records
 
     monkeypatch.setattr(ab, "run_ab", run_ab)
@@ -186,7 +237,8 @@ def test_no_per_machine_file_is_a_note_not_an_error(tmp_path, monkeypatch, capsy
     assert _gate(tmp_path, "--impls", "flax") == 0
     out = capsys.readouterr().out
     assert f"no reference figures for this machine class ({MC})" in out and "information only" in out
-    assert seen == {"commit": head, "reference": None, "cells": ["flax-cpu-s32-p1-b32"]}
+    assert seen == {"commit": head, "reference": None,
+                    "cells": ["flax-cpu-s32-p1-b32-compile", "flax-cpu-s32-p1-b32", "flax-cpu-s32-p2-b32"]}
     last = _last(tmp_path)
     assert last["verdict"] == "pass" and last["base"]["commit"] == head and "pinned in pin.json (test)" in \
         last["base"]["chosen_by"] and last["reference_file"] is None and MC in last["reference_note"]
@@ -219,8 +271,10 @@ def test_unknown_impl(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["--pairs", "3"], "--pairs: '3' is out of range; pass an integer 12..10000"),
-    (["--pairs", "many"], "--pairs: 'many' is not an integer"),
+    (["--samples", "3"], "--samples: '3' is out of range; pass an integer 12..10000"),
+    (["--samples", "many"], "--samples: 'many' is not an integer"),
+    (["--process-pairs", "0"], "--process-pairs"), (["--compile-samples", "2"], "--compile-samples"),
+    (["--trials", "0"], "--trials"), (["--compile-margin", "2"], "--compile-margin"),
     (["--alpha", "0"], "--alpha: '0' is out of range; pass a number > 0 and <= 0.5"),
     (["--alpha", "nan"], "--alpha: 'nan' is out of range"),
     (["--margin", "-0.1"], "--margin"), (["--budget-s", "0"], "--budget-s"), (["--block-s", "x"], "--block-s"),
@@ -251,7 +305,7 @@ def test_results_mode_flags_a_normalised_regression(tmp_path, capsys):
     out = _results(tmp_path, 0.3, 2e10)
     assert _gate(tmp_path, "--impls", "flax", "--results", str(out), "--json", str(tmp_path / "v.json")) == 1
     text = capsys.readouterr().out
-    assert "flax on cpu" in text and "1.500x" in text
+    assert "flax step time (cpu, 32px, pool stride 1, batch 32)" in text and "1.500x" in text
     last = json.loads((tmp_path / "last.json").read_text())
     assert last["regressions"][0]["impl"] == "flax" and last["regressions"][0]["ratio"] == pytest.approx(1.5)
     assert json.loads((tmp_path / "v.json").read_text()) == last
@@ -350,6 +404,37 @@ def test_base_auto_on_a_push_is_the_commit_before_it_else_the_pin(tmp_path, monk
     pin.write_text(json.dumps({"commit": "f" * 40}))
     with pytest.raises(GateInputError, match="pinned in .*pin.json.* is not in this repository"):
         baseline.choose_base(None, pin, {})
+    # no pin file (a fresh clone with benchmarks/baselines/ emptied): the default is auto, whose last resort is HEAD
+    head, missing = _git(worktree.ROOT, "rev-parse", "HEAD"), tmp_path / "none.json"
+    commit, how = baseline.choose_base(None, missing, {})
+    assert commit == head and "no pin (none.json), so HEAD" in how
+    assert baseline.choose_base(None, missing, {"XF_GATE_BEFORE": two})[0] == two
+    with pytest.raises(GateInputError, match="none.json does not exist"):
+        baseline.choose_base("pin", missing, {})
+
+
+def test_changed_impls_follow_the_packages_and_the_harness(tmp_path, monkeypatch):
+    monkeypatch.setattr(worktree, "changed_paths", lambda commit: paths)
+    paths = ["README.md", "benchmarks/gate/cli.py", "tests/test_gate.py"]
+    assert cli.changed_impls("x") == []
+    paths = ["impl_keras/impl.py"]
+    assert cli.changed_impls("x") == [n for n in registry.NAMES if n.startswith("keras")]
+    paths = ["benchmarks/worker.py"]
+    assert cli.changed_impls("x") == list(registry.NAMES)
+    head = worktree.git("rev-parse", "HEAD")
+    (tmp_path / "pin.json").write_text(json.dumps({"commit": head, "why": "test"}))
+    paths = ["docs.md"]
+    assert _gate(tmp_path, "--impls", "changed") == 0
+    assert _last(tmp_path)["verdict"] == "pass" and _last(tmp_path)["changed_impls"] == []
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--strides", "3"], "--strides: '3'; choose from 1, 2"), (["--metrics", "speed"], "--metrics: 'speed'"),
+    (["--self-test", "--slowdown", "fast"], "--slowdown: 'fast'"), (["--self-test", "--slowdown", "-1"], "--slowdown"),
+])
+def test_bad_lists_exit_2_naming_the_option(tmp_path, capsys, argv, says):
+    assert _gate(tmp_path, *argv) == 2
+    assert says in capsys.readouterr().err and _last(tmp_path)["exit_status"] == 2
 
 
 def test_worktree_is_removed_and_old_commits_are_refused(tmp_path, monkeypatch):
@@ -378,15 +463,18 @@ def _cell(impl="flax", **spec):
     return Cell("step", impl, "cpu", ModelSpec(32, **spec), TrainConfig(batch_size=32))
 
 
-def _fit(cell, base=OLD, head=NEW):
+def _fit(cell, base=OLD, head=NEW, metric="step"):
     from benchmarks.harness import payload
 
-    return ab.fit_sides(cell, payload(cell, {"source": "synthetic"}), {"base": base, "head": head}, ROOTS, COMMIT)
+    return ab.fit_cell(ab.GateCell(cell, metric), payload(cell, {"source": "synthetic"}), {"base": base, "head": head},
+                       COMMIT)
 
 
 def test_cells_keep_the_committed_baseline_keys():
-    step = [c for c in cells(profile("quick"), ["flax", "keras-tf"], ("cpu",)) if c.kind == "step"]
-    assert [baseline.key(c) for c in step] == ["flax-cpu-s32-p1-b32", "keras-tf-cpu-s32-p1-b32"]
+    keys = [gc.key for gc in ab.gate_cells(["flax", "keras-tf"])]
+    assert keys == ["flax-cpu-s32-p1-b32-compile", "flax-cpu-s32-p1-b32", "flax-cpu-s32-p2-b32",
+                    "keras-tf-cpu-s32-p1-b32-compile", "keras-tf-cpu-s32-p1-b32", "keras-tf-cpu-s32-p2-b32"]
+    assert [gc.key for gc in ab.gate_cells(["flax"], (2,), ("step",))] == ["flax-cpu-s32-p2-b32"]
     for path in (ROOT / "benchmarks" / "baselines").glob("*-*c-*.json"):  # optional files: any there are
         _check_keys(json.loads(path.read_text()))
 
@@ -403,25 +491,33 @@ def test_an_implementation_the_baseline_lacks_is_skipped():
         _fit(_cell("flax-nnx"))
 
 
+def test_compile_time_needs_a_baseline_that_can_sample_it():
+    with pytest.raises(CellSkipped, match="^baseline commit 248ca9b speaks worker protocol 0, which cannot sample"):
+        _fit(_cell(), metric="compile")
+    three = dataclasses.replace(NEW, version=ab.COMPILE_PROTOCOL)
+    assert _fit(_cell(), base=three, head=three, metric="compile")["base"]["impl"] == "flax"
+    assert "protocol 1" in _fit(_cell(), base=three, head=NEW, metric="compile")["head"]
+
+
 def test_each_side_gets_only_the_fields_its_tree_knows():
     old = dataclasses.replace(OLD, spec_fields=tuple(f for f in SPEC_FIELDS if f != "channels"))
-    base, head = _fit(_cell(), base=old)
-    assert "channels" not in base.payload["spec"] and head.payload["spec"]["channels"] == 3
-    assert (base.name, base.root, head.name, head.root) == ("base", ROOTS["base"], "head", ROOTS["head"])
-    assert base.error is None and head.error is None
+    fitted = _fit(_cell(), base=old)
+    assert "channels" not in fitted["base"]["spec"] and fitted["head"]["spec"]["channels"] == 3
     # a field the baseline does not know, set away from its default: the baseline would measure another model
     with pytest.raises(CellSkipped, match="^baseline commit 248ca9b: .*spec field.*channels"):
         _fit(_cell(channels=1), base=old)
 
 
 def test_a_head_that_cannot_run_the_cell_fails_it_and_a_mute_baseline_is_no_regression():
-    base, head = _fit(_cell("flax-nnx"), base=NEW, head=OLD)
-    assert base.payload and "lacks flax-nnx" in head.error
     said = []
-    rec = ab.measure_cell(_cell("flax-nnx"), base, head, None, {}, 0.01, 0.0, said.append)
+    args = argparse.Namespace(process_pairs=3, seed=0, budget_s=10.0)
+    run = ab.Measurement(args, None, ROOTS, {}, time.monotonic(), said.append)
+    gc = ab.GateCell(_cell("flax-nnx"), "step")
+    rec = run.implementation([gc], {gc: _fit(gc.cell, base=NEW, head=OLD)}, 0)[gc]
     assert rec["status"] == "failed" and rec["regressed"] and rec["key"] == "flax-nnx-cpu-s32-p1-b32" and said
-    base, head = _fit(_cell(), base="cannot say what it speaks: boom")
-    rec = ab.measure_cell(_cell(), base, head, None, {}, 0.01, 0.0, said.append)
+    assert "lacks flax-nnx" in rec["reason"]
+    gc = ab.GateCell(_cell(), "step")
+    rec = run.implementation([gc], {gc: _fit(gc.cell, base="cannot say what it speaks: boom")}, 0)[gc]
     assert rec["status"] == "failed" and not rec["regressed"] and "boom" in rec["reason"]
 
 
@@ -430,11 +526,11 @@ def test_skipped_cells_pass_and_are_recorded_but_only_skipped_cells_cannot_vouch
                "regressed": False, "reason": "baseline commit 248ca9b lacks flax-nnx"}
     args = argparse.Namespace(alpha=0.01, margin=0.03, last=str(tmp_path / "last.json"), json=None)
     assert cli.report(args, [_ok(), skipped], {"mode": "ab"}, 1.0) == 0
-    assert "no step-time regression in 1 cell(s); 1 skipped (flax-nnx)" in capsys.readouterr().out
+    assert "no regression in 1 cell(s); 1 skipped (flax-nnx-cpu-s32-p1-b32)" in capsys.readouterr().out
     last = _last(tmp_path)
     assert last["cells"][1]["status"] == "skipped" and last["regressions"] == [] and last["verdict"] == "pass"
     assert cli.report(args, [skipped], {"mode": "ab"}, 1.0) == 2
-    assert "no comparable cell: flax-nnx: baseline commit 248ca9b lacks flax-nnx" in capsys.readouterr().err
+    assert "no comparable cell: flax-nnx-cpu-s32-p1-b32: baseline commit 248ca9b lacks flax-nnx" in capsys.readouterr().err
     assert _last(tmp_path)["verdict"] == "cannot vouch"
 
 
@@ -442,20 +538,31 @@ def test_skipped_cells_pass_and_are_recorded_but_only_skipped_cells_cannot_vouch
 
 
 class FakeWorker:
-    """Answers as a worker does; `fail` (an exception) is raised from the `fail_at`-th timed block on."""
+    """Answers as a worker does; `fail` (an exception) is raised from the `fail_at`-th timed sample on.
+    `inject` slows its steps down by the fraction asked (a fake: it sleeps)."""
 
     def __init__(self, fail=None, fail_at=1):
-        self.fail, self.fail_at, self.blocks, self.timeout_s, self.closed = fail, fail_at, 0, 300.0, False
+        self.fail, self.fail_at, self.samples, self.timeout_s, self.closed = fail, fail_at, 0, 300.0, False
+        self.slow = 1.0
+
+    def _sample(self):
+        self.samples += 1
+        if self.fail is not None and self.samples >= self.fail_at:
+            raise self.fail
 
     def call(self, op, **kw):
         if op == "warmup":
             return [0.002] * kw["n"]
         if op == "steps":
-            self.blocks += 1
-            if self.fail is not None and self.blocks >= self.fail_at:
-                raise self.fail
-            time.sleep(0.002)
+            self._sample()
+            time.sleep(0.002 * self.slow * kw["n"])
             return 0.69
+        if op == "recompile":
+            self._sample()
+            return {"compile_s": [0.01], "compiles": 1}
+        if op == "inject":
+            self.slow = 1 + kw["fraction"]
+            return {"step_s": 0.002, "work_units_per_step": 1, "injected_fraction": kw["fraction"]}
         if op == "matmul_rate":
             return {"flops": 1e10}
         raise AssertionError(op)
@@ -466,27 +573,26 @@ class FakeWorker:
 
 @pytest.fixture
 def fake_gate(tmp_path, monkeypatch):
-    """`xfbench gate` with the worktree and the workers faked; returns run(fakes) -> (exit, last.json, out, err),
-    fakes: {(impl, side): FakeWorker | str (a start failure)}."""
+    """`xfbench gate` with the worktree and the workers faked; returns run(fakes, capsys, impls, *argv) ->
+    (exit, last.json, out, err, made), fakes: {(impl, side): FakeWorker | str (a start failure)}."""
     monkeypatch.setattr(worktree, "worktree", lambda commit: contextlib.nullcontext(tmp_path))
-    monkeypatch.setattr(ab.Workers, "speaks", lambda self, roots: {"base": NEW, "head": NEW})
+    three = dataclasses.replace(NEW, version=ab.COMPILE_PROTOCOL)
+    monkeypatch.setattr(ab.Workers, "speaks", lambda self, roots: {"base": three, "head": three})
     monkeypatch.setattr(ab.Workers, "payload", lambda self, c: payload(c, {"source": "synthetic"}))
 
-    def go(fakes, capsys, impls="flax,keras-jax"):
+    def go(fakes, capsys, impls="flax,keras-jax", *argv):
         made = {}
 
-        def start(self, cell, side):
+        def ready(self, side, cell, fitted):
             fake = fakes.get((cell.impl, side.name), FakeWorker())
             if isinstance(fake, str):
-                side.error = fake
-            else:
-                side.worker, side.step_est = fake, 0.002
-                made[(cell.impl, side.name)] = fake
-            return side
+                raise ab.SideFailed(side.name, fake)
+            side.worker, side.step_est = fake, 0.002
+            made[(cell.impl, side.name)] = fake
 
-        monkeypatch.setattr(ab.Workers, "start", start)
-        rc = _gate(tmp_path, "--impls", impls, "--base", "HEAD", "--pairs", "12", "--no-nice", "--seed", "1",
-                   "--block-s", "0.002", "--json", str(tmp_path / "v.json"))
+        monkeypatch.setattr(ab.Workers, "ready", ready)
+        rc = _gate(tmp_path, "--impls", impls, "--base", "HEAD", "--samples", "12", "--compile-samples", "6",
+                   "--no-nice", "--seed", "1", "--block-s", "0.002", "--json", str(tmp_path / "v.json"), *argv)
         out = capsys.readouterr()
         last = _last(tmp_path)
         assert json.loads((tmp_path / "v.json").read_text()) == last
@@ -497,14 +603,16 @@ def fake_gate(tmp_path, monkeypatch):
 
 def test_a_base_worker_crashing_while_timed_means_the_gate_cannot_vouch(fake_gate, capsys):
     died = WorkerError("worker died (killed by SIGSEGV); log tail:\n...")
-    rc, last, _, err, made = fake_gate({("flax", "base"): FakeWorker(died, fail_at=4)}, capsys)
+    rc, last, _, err, made = fake_gate({("flax", "base"): FakeWorker(died, fail_at=8)}, capsys)
     assert rc == 2 and last["exit_status"] == 2 and last["verdict"] == "cannot vouch"
-    cells_ = {c["impl"]: c for c in last["cells"]}
-    assert cells_["flax"]["status"] == "failed" and cells_["flax"]["side"] == "base" and not cells_["flax"]["regressed"]
-    assert "while timed: worker died (killed by SIGSEGV)" in cells_["flax"]["reason"]
-    assert cells_["flax"]["pairs_before_failure"] == 3
-    assert cells_["keras-jax"]["status"] == "ok" and cells_["keras-jax"]["pairs"] >= 12  # the other cell went on
-    assert "the gate cannot vouch" in err and "flax on cpu: base: while timed: worker died" in err
+    cells_ = {c["key"]: c for c in last["cells"]}
+    assert cells_["flax-cpu-s32-p1-b32-compile"]["status"] == "ok"  # 6 samples went through
+    step = cells_["flax-cpu-s32-p1-b32"]
+    assert step["status"] == "failed" and step["side"] == "base" and not step["regressed"]
+    assert "while measured: worker died (killed by SIGSEGV)" in step["reason"]
+    assert cells_["flax-cpu-s32-p2-b32"]["status"] == "failed"  # the rest of that pair's cells
+    assert all(cells_[k]["status"] == "ok" for k in cells_ if k.startswith("keras-jax"))  # the others went on
+    assert "the gate cannot vouch" in err and "flax step time (cpu, 32px, pool stride 1, batch 32): base: " in err
     assert "SIGSEGV" in last["reason"] and "Traceback" not in err
     assert all(w.closed for w in made.values()) and made[("flax", "base")].timeout_s == 60.0  # --hang-s
 
@@ -513,24 +621,49 @@ def test_a_head_worker_hanging_while_timed_is_a_regression_with_its_reason(fake_
     hung = WorkerError("worker hung: no answer within 60 s (killed)")
     rc, last, out, *_ = fake_gate({("keras-jax", "head"): FakeWorker(hung, fail_at=2)}, capsys)
     assert rc == 1 and last["verdict"] == "regressed"
-    assert [r["impl"] for r in last["regressions"]] == ["keras-jax"]
+    assert {r["impl"] for r in last["regressions"]} == {"keras-jax"} and len(last["regressions"]) == 3
     assert "worker hung" in last["regressions"][0]["reason"] and "worker hung" in last["reason"]
-    assert "REGRESSED in 1 cell(s)" in out and "keras-jax on cpu" in out and "worker hung" in out
+    assert "REGRESSED in 3 cell(s)" in out and "keras-jax compile time (cpu" in out and "worker hung" in out
 
 
 def test_nonsense_from_a_worker_and_start_failures_name_the_side(fake_gate, capsys):
-    rc, last, *_ = fake_gate({("flax", "head"): FakeWorker(ValueError("bad reply"), fail_at=1)}, capsys,
-                             impls="flax")
-    assert rc == 1 and "head: while timed: ValueError: bad reply" in last["cells"][0]["reason"]
-    rc, last, *_ = fake_gate({("flax", "base"): "cannot say what it speaks: boom"}, capsys, impls="flax")
-    assert rc == 2 and last["cells"][0]["reason"] == "base: cannot say what it speaks: boom"
-    rc, last, *_ = fake_gate({("flax", "head"): "worker died (exit 1)"}, capsys, impls="flax")
-    assert rc == 1 and last["cells"][0]["reason"] == "head: worker died (exit 1)"
+    rc, last, *_ = fake_gate({("flax", "head"): FakeWorker(ValueError("bad reply"), fail_at=1)}, capsys, "flax")
+    assert rc == 1 and "head: while measured: ValueError: bad reply" in last["cells"][0]["reason"]
+    rc, last, *_ = fake_gate({("flax", "base"): "cannot say what it speaks: boom"}, capsys, "flax")
+    assert rc == 2 and last["cells"][0]["reason"] == "base: while measured: cannot say what it speaks: boom"
+    rc, last, *_ = fake_gate({("flax", "head"): "worker died (exit 1)"}, capsys, "flax")
+    assert rc == 1 and last["cells"][0]["reason"] == "head: while measured: worker died (exit 1)"
 
 
 def test_fake_workers_with_nothing_wrong_pass(fake_gate, capsys):
     rc, last, out, *_ = fake_gate({}, capsys)
-    assert rc == 0 and last["verdict"] == "pass" and "no step-time regression in 2 cell(s)" in out
+    assert rc == 0 and last["verdict"] == "pass" and "no regression in 6 cell(s)" in out
+    assert all(c["process_pairs"] == 1 for c in last["cells"])  # a quiet first pair ends each cell
+
+
+def test_a_slow_head_must_show_in_every_process_pair(fake_gate, capsys):
+    class Slow(FakeWorker):
+        def call(self, op, **kw):
+            self.slow = 1.5
+            return super().call(op, **kw)
+
+    rc, last, out, *_ = fake_gate({("flax", "head"): Slow()}, capsys, "flax", "--metrics", "step", "--strides", "1")
+    cell = last["cells"][0]
+    assert rc == 1 and cell["regressed"] and cell["process_pairs"] == 3 and len(cell["pairs"]) == 3
+    assert all(p["regressed"] for p in cell["pairs"]) and cell["ratio"] > 1.2 and cell["ratio_ci95"][0] > 1.0
+    assert "all 3 process pairs showed a regression" in cell["stopped"] and "REGRESSED in 1 cell(s)" in out
+
+
+def test_self_test_reports_false_alarms_and_power(fake_gate, capsys):
+    rc, last, out, *_ = fake_gate({}, capsys, "flax", "--self-test", "--trials", "3", "--slowdown", "0.01,1.0")
+    summary = last["self_test"]
+    assert rc == 0 and last["mode"] == "self-test" and summary["trials"] == 3
+    assert summary["aa"]["false_alarms"] == 0 and summary["aa"]["rate_ci95"][1] < 0.6
+    big = summary["slowdowns"][1]
+    assert big["requested"] == 1.0 and big["caught"] == 3 and big["cell_power"] == 1.0
+    assert big["cell_power_lower95"] == pytest.approx(stats.wilson(3, 3)[0] ** 3)
+    assert summary["smallest_caught_95"] == 1.0
+    assert "self-test of flax-cpu-s32-p1-b32: 3 fresh process pair(s)" in out and "+100%" in out
 
 
 # ----------------------------------------------------------------------------- the history file for github-action-benchmark
@@ -582,14 +715,17 @@ def test_gate_against_a_real_legacy_commit_with_no_per_machine_file(tmp_path, mo
         pytest.skip(f"baseline commit {commit[:12]} is not in this clone")
     monkeypatch.setenv("XFBENCH_HOME", str(tmp_path / "home"))
     shutil.copy(PIN_FILE, tmp_path / "pin.json")  # and no <machine class>.json beside it
-    rc = cli_main(["gate", "--impls", "flax,flax-nnx", "--base", commit, "--pairs", "12", "--budget-s", "40",
-                   "--no-calibrate", "--baseline-dir", str(tmp_path), "--last", str(tmp_path / "last.json")])
+    rc = cli_main(["gate", "--impls", "flax,flax-nnx", "--base", commit, "--samples", "12", "--budget-s", "40",
+                   "--strides", "1", "--process-pairs", "1", "--no-calibrate", "--baseline-dir", str(tmp_path),
+                   "--last", str(tmp_path / "last.json")])
     out = capsys.readouterr().out
     last = _last(tmp_path)
-    by_impl = {c["impl"]: c for c in last["cells"]}
+    by_impl = {c["impl"]: c for c in last["cells"] if c["metric"] == "step"}
+    compile_ = [c for c in last["cells"] if c["metric"] == "compile"]
+    assert [c["status"] for c in compile_] == ["skipped", "skipped"] and "protocol 0" in compile_[0]["reason"]
     assert last["base"]["commit"] == commit and last["reference_file"] is None
     assert f"no reference figures for this machine class ({MC})" in out
     assert by_impl["flax-nnx"]["status"] == "skipped" and f"{commit[:7]} lacks flax-nnx" in by_impl["flax-nnx"]["reason"]
     assert f"flax-nnx-cpu-s32-p1-b32: skipped -- baseline commit {commit[:7]} lacks flax-nnx" in out
-    assert by_impl["flax"]["status"] == "ok" and by_impl["flax"]["pairs"] >= 12
+    assert by_impl["flax"]["status"] == "ok" and by_impl["flax"]["pairs"][0]["samples"] >= 12
     assert rc == (1 if by_impl["flax"]["regressed"] else 0) == last["exit_status"]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report_samples  # noqa: E402  (test fixtures)
@@ -512,3 +513,23 @@ def test_the_published_result_renders_and_carries_no_local_path(tmp_path):
         for impl in impls:
             assert impl in page
         assert "[" in page and "interval" in page
+
+
+def test_each_cell_shows_the_command_that_measures_it_again(reps, full, tmp_path):
+    """The published result's commands, escaped as jinja2 escapes them: replicate 0's once per row of
+    replicates (its -k runs them all); a result file without commands renders without any."""
+    path = Path(__file__).resolve().parents[1] / "reports" / "published" / "cpu-x86_64-2c-default.json"
+    cells = [b["extra_info"] for b in json.loads(path.read_text())["benchmarks"]]
+    page = build_report([path], tmp_path / "published.html", include_published=False).read_text()
+    page = re.sub(r"</?span>", "", page)  # a command's arguments are spans
+    for kind in ("step", "accuracy"):
+        cmd = next(e["command"] for e in cells if e["kind"] == kind and not e.get("replicate"))
+        assert f'<code class="cmd">{escape(cmd)}</code>' in page
+    assert escape(next(e["command"] for e in cells if e.get("replicate") == 1)) not in page
+    model, _, _ = reps
+    flax = next(r for r in model.step_configs() if r.machine.startswith("rep-box") and r.impl == "flax")
+    assert [c.replicate for c in flax.cells] == [0, 1, 2]
+    assert model_mod.commands(flax.cells) == [flax.cells[0].x("command")]
+    assert model_mod.commands(flax.cells[1:]) == [c.x("command") for c in flax.cells[1:]]  # each its own
+    _, old_html, _ = full  # samples in the older formats, without commands
+    assert "Commands that measure" not in old_html and 'class="cmd"' not in old_html

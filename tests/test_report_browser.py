@@ -12,9 +12,10 @@ How it works, with no extra Python dependency:
 3. `chromium --dump-dom` prints that DOM; the test parses the verdict, and scans
    Chromium's stderr (`--enable-logging=stderr --v=0`) for console lines;
 4. `chromium --screenshot` then photographs the untouched page at full height;
-5. at a 1,400 px wide window the probe also measures the layout: the document must
-   not be wider than the window, and no verdict card wider than itself (a wide table
-   scrolls in its own box; a machine label stays on one line, shortened if need be).
+5. at a 1,400 px wide window the probe also measures the layout, every <details> open:
+   the document must not be wider than the window, and no verdict card wider than itself
+   (a wide table scrolls in its own box; a machine label stays on one line, shortened if
+   need be); a cell's command wraps inside the window, even in a scroll box.
 
 If chromium is missing the test FAILS (CI installs it) unless XFBENCH_SKIP_BROWSER=1.
 Set XFBENCH_SCREENSHOT=path.png to keep the screenshot.
@@ -73,8 +74,10 @@ PROBE = r"""
   window.addEventListener("unhandledrejection", function (e) { V.errors.push("unhandled rejection: " + e.reason); });
   document.addEventListener("securitypolicyviolation", function (e) { V.csp.push(e.violatedDirective + " " + String(e.blockedURI).slice(0, 120)); });
   function layout() {
+    Array.prototype.forEach.call(document.querySelectorAll("details"), function (d) { d.open = true; });
     var doc = document.documentElement, L = {innerWidth: window.innerWidth, scrollWidth: doc.scrollWidth,
-                                             clientWidth: doc.clientWidth, cards: [], wrappedTags: [], wide: []};
+                                             clientWidth: doc.clientWidth, cards: [], wrappedTags: [], wide: [],
+                                             commands: 0, wideCommands: []};
     Array.prototype.forEach.call(document.querySelectorAll(".answer"), function (card, i) {
       var box = card.getBoundingClientRect(), out = [];
       Array.prototype.forEach.call(card.querySelectorAll("*"), function (el) {
@@ -92,6 +95,12 @@ PROBE = r"""
       if (r.right > window.innerWidth + 1 && !el.closest(".scroll")) { L.wide.push(el.tagName + "." + el.className); }
     });
     L.wide = L.wide.slice(0, 10);
+    Array.prototype.forEach.call(document.querySelectorAll("code.cmd"), function (c) {
+      L.commands += 1;
+      if (c.getBoundingClientRect().right > window.innerWidth + 1 || c.scrollWidth > c.clientWidth + 1) {
+        L.wideCommands.push(c.textContent.slice(0, 80));
+      }
+    });
     return L;
   }
   window.addEventListener("load", function () {
@@ -224,3 +233,5 @@ def test_verdict_fits_a_1400px_window(chromium, page, tmp_path):
     # the cards wrap in a grid: more than one per row, and no row wider than the window
     assert len({round(c["left"]) for c in L["cards"]}) >= 2
     assert not L["wrappedTags"], f"machine labels wrapped mid-card: {L['wrappedTags']}"
+    assert L["commands"], "no cell's command on the page"
+    assert not L["wideCommands"], f"commands reaching past the window: {L['wideCommands']}"

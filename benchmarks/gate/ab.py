@@ -1,7 +1,9 @@
-"""The A/B runner: per cell, a baseline and a head worker, timed in interleaved blocks of steps.
+"""The A/B runner: per implementation, fresh pairs of a baseline and a head worker, each pair timing
+every cell still open (compile time, then step time at each pool stride) in interleaved samples.
 
 A worker that fails -- at start, or crashing, hanging or answering nonsense while timed -- fails its
-side of that cell only: the cell is recorded as failed, naming the side, and the other cells go on.
+side of that implementation's open cells only: they are recorded as failed, naming the side, and the
+other implementations go on.
 """
 
 from __future__ import annotations
@@ -19,22 +21,59 @@ import numpy as np
 
 from benchmarks import registry
 from benchmarks.gate import GateInputError, baseline, worktree
-from benchmarks.gate.stats import SequentialTest
+from benchmarks.gate.stats import Decision, ProcessPairs, SequentialTest
 from benchmarks.harness import DataChoice, home, payload
-from benchmarks.profiles import Cell
+from benchmarks.profiles import Cell, profile
+from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.worker_client import CellSkipped, Protocol, Worker, WorkerError
 from shared_data import DataError
+
+METRICS = ("step", "compile")
+COMPILE_PROTOCOL = 3  # the first worker protocol with `recompile` (and `inject`)
+SIDES = ("base", "head")
+
+
+@dataclass(frozen=True)
+class GateCell:
+    """One gated figure: an implementation's step time at one spec, or its compile time."""
+
+    cell: Cell
+    metric: str  # "step" or "compile"
+
+    @property
+    def key(self) -> str:
+        """e.g. "flax-cpu-s32-p1-b32" (step time, the name the reference figures use) or "...-compile"."""
+        return baseline.key(self.cell) + ("-compile" if self.metric == "compile" else "")
+
+    def describe(self) -> dict:
+        return {**baseline.describe(self.cell), "metric": self.metric, "key": self.key}
+
+
+def gate_cells(impls, strides=(1, 2), metrics=METRICS) -> list[GateCell]:
+    """Per implementation, at the quick profile's size and batch (32 px, 32, cpu): compile time of the
+    first stride's step, then step time at each stride."""
+    quick = profile("quick")
+    out = []
+    for impl in impls:
+        for i, stride in enumerate(strides):
+            cell = Cell("step", impl, "cpu", ModelSpec(quick.image_sizes[0], pool_stride=stride),
+                        TrainConfig(batch_size=quick.batch_sizes[0]))
+            if i == 0 and "compile" in metrics:
+                out.append(GateCell(cell, "compile"))
+            if "step" in metrics:
+                out.append(GateCell(cell, "step"))
+    return out
 
 
 @dataclass
 class Side:
-    """One worker (base or head) of a cell: what it gets, and once started, its warm-up estimate and timings."""
+    """One worker (base or head) of a process pair: its tree, the spec it is set up for, its warm-up
+    estimate of a step and its timings."""
 
     name: str
     root: Path
-    payload: dict | None = None
-    error: str | None = None
     worker: Worker | None = None
+    spec: ModelSpec | None = None
     step_est: float = math.nan
     times: list[float] = field(default_factory=list)
 
@@ -63,6 +102,7 @@ class Workers:
         self.data = DataChoice(source="synthetic", data_dir=None, cache_dir=str(home() / "cache" / "data"))
         self.logs = home() / "gate" / "logs"
         self.timeout_s = timeout_s
+        self.started = 0
 
     def payload(self, cell: Cell) -> dict:
         try:
@@ -84,60 +124,67 @@ class Workers:
         with ThreadPoolExecutor(max_workers=len(roots)) as ex:
             return dict(zip(roots, ex.map(ask, roots), strict=True))
 
-    def start(self, cell: Cell, side: Side) -> Side:
-        """Start, set up and warm up the side's worker; a failure becomes side.error."""
-        if side.error:
-            return side
+    def start(self, side: Side, impl: str) -> None:
+        self.started += 1
         try:
-            side.worker = Worker(self.logs / f"{baseline.key(cell)}-{side.name}.log",
-                                 registry.entry(cell.impl).keras_backend, self.timeout_s, root=side.root)
-            call(side, "setup", cell=side.payload)
+            side.worker = Worker(self.logs / f"{impl}-{self.started}-{side.name}.log",
+                                 registry.entry(impl).keras_backend, self.timeout_s, root=side.root)
+        except OSError as e:  # the process could not be started
+            raise SideFailed(side.name, f"cannot start the worker: {e}") from None
+
+    def ready(self, side: Side, cell: Cell, fitted: dict) -> None:
+        """The side's worker set up for the cell's spec (started, or moved from another spec) and warmed up."""
+        if side.worker is None:
+            self.start(side, cell.impl)
+        if side.spec != cell.spec:
+            call(side, "setup", cell=fitted)
             call(side, "first_step")
-            warm = call(side, "warmup", n=3)
-            side.step_est = float(np.median(warm[1:]))
-        except SideFailed as e:
-            side.error = e.reason
-        except Exception as e:  # noqa: BLE001 -- e.g. the worker process could not be started
-            side.error = f"{type(e).__name__}: {e}"
-        return side
+            side.spec = cell.spec
+        warm = call(side, "warmup", n=3)
+        side.step_est = float(np.median(warm[1:]))
 
-    def start_all(self, pairs: list[tuple[Cell, tuple[Side, ...]]]) -> None:
-        """Set up every worker at once (nothing is timed yet): imports and compiles overlap."""
-        jobs = [(c, s) for c, sides in pairs for s in sides]
-        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as ex:
-            list(ex.map(lambda job: self.start(*job), jobs))
+    def ready_pair(self, sides: dict[str, Side], cell: Cell, fitted: dict[str, dict]) -> None:
+        """Both sides at once (nothing is timed yet: imports and compiles overlap); the base's failure wins."""
+        with ThreadPoolExecutor(max_workers=len(sides)) as ex:
+            jobs = {name: ex.submit(self.ready, s, cell, fitted[name]) for name, s in sides.items()}
+        for name in sides:
+            if jobs[name].exception() is not None:
+                e = jobs[name].exception()
+                raise e if isinstance(e, SideFailed) else SideFailed(name, f"{type(e).__name__}: {e}")
 
 
-def fit_sides(cell: Cell, full: dict, speaks: dict[str, Protocol | str], roots: dict[str, Path],
-              commit: str) -> tuple[Side, Side]:
-    """The cell's (base, head) sides, each with the payload its tree understands or why it cannot run it.
+def fit_cell(gc: GateCell, full: dict, speaks: dict[str, Protocol | str], commit: str) -> dict[str, dict | str]:
+    """Per side, the payload its tree understands, or why it cannot run the cell (a string).
 
-    Raises CellSkipped when the baseline tree lacks the implementation or a field this cell sets:
-    nothing to compare with, which is no regression. The head lacking either is a head failure.
+    Raises CellSkipped when the baseline tree lacks the implementation, a field this cell sets, or
+    (compile cells) the `recompile` op: nothing to compare with, which is no regression. The head
+    lacking any of them is a head failure.
     """
-    out = []
-    for name in ("base", "head"):
-        said, side = speaks[name], Side(name, roots[name])
+    out = {}
+    for name in SIDES:
+        said = speaks[name]
         who = f"baseline commit {commit[:7]}" if name == "base" else "the working tree"
         try:
             if isinstance(said, str):
-                side.error = said
-            elif cell.impl not in said.impls:
-                side.error = f"{who} lacks {cell.impl}"
+                out[name] = said
+            elif gc.cell.impl not in said.impls:
+                out[name] = f"{who} lacks {gc.cell.impl}"
+            elif gc.metric == "compile" and said.version < COMPILE_PROTOCOL:
+                out[name] = (f"{who} speaks worker protocol {said.version}, which cannot sample compile time "
+                             f"(protocol {COMPILE_PROTOCOL} can)")
             else:
-                side.payload = said.fit(full)
+                out[name] = said.fit(full)
         except CellSkipped as e:
-            side.error = f"{who}: {e}"
-        if name == "base" and isinstance(said, Protocol) and side.error:
-            raise CellSkipped(side.error)
-        out.append(side)
-    return tuple(out)
+            out[name] = f"{who}: {e}"
+        if name == "base" and isinstance(said, Protocol) and isinstance(out[name], str):
+            raise CellSkipped(out[name])
+    return out
 
 
 def raise_priority(side: Side, niceness: int) -> bool:
     """Best effort: every thread of the worker at `niceness`, so other jobs on a shared machine interfere less.
 
-    Both workers of a cell get the same, and only while that cell is timed; without the
+    Both workers of a pair get the same, and only while they are timed; without the
     permission (not root, no CAP_SYS_NICE) it changes nothing and says so in the verdict.
     """
     try:
@@ -148,13 +195,12 @@ def raise_priority(side: Side, niceness: int) -> bool:
         return False
 
 
-def get_ready(sides: tuple[Side, ...], args) -> tuple[int, bool]:
-    """Right before timing: a short warm-up each (other cells ran in between), priority raised, and
-    from now on a call that takes longer than --hang-s is a hang (set-up and compiling had longer).
-    Returns the steps per timed block and whether every side got the raised priority."""
+def get_ready(sides, args) -> tuple[int, bool]:
+    """Right before timing: from now on a call that takes longer than --hang-s is a hang (set-up and
+    compiling had longer), priority raised. Returns the steps per timed block and whether every side
+    got the raised priority."""
     for s in sides:
         s.worker.timeout_s = min(s.worker.timeout_s, getattr(args, "hang_s", s.worker.timeout_s))
-        call(s, "warmup", n=2)
     reniced = args.nice is not None and all([raise_priority(s, args.nice) for s in sides])  # a list: try every side
     step = min(s.step_est for s in sides)
     k = max(1, round(args.block_s / step)) if math.isfinite(step) and step > 0 else 1
@@ -170,37 +216,43 @@ def timed_block(side: Side, k: int) -> float:
     return dt
 
 
-def ab_cell(cell: Cell, base: Side, head: Side, args, alpha_cell: float, deadline: float, say) -> dict:
-    """Interleave timed blocks of the two workers until the decision is clear or time is up."""
+def compile_sample(side: Side) -> float:
+    got = call(side, "recompile", n=1)
+    try:
+        seconds, compiles = float(got["compile_s"][0]), got["compiles"]
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise SideFailed(side.name, f"nonsense from recompile: {got!r}") from None
+    if not (seconds > 0 and compiles):
+        raise SideFailed(side.name, f"recompile did not compile again ({compiles} compiles, {seconds:.3g} s)")
+    return seconds
+
+
+def pair_test(metric: str, base: Side, head: Side, args, deadline: float, rng: random.Random) -> tuple[Decision, dict]:
+    """One process pair's sequential test of one cell: samples alternate between the two workers --
+    never both at once -- in pairs whose order is drawn at random; r = log(head / base)."""
     k, reniced = get_ready((base, head), args)
-    test = SequentialTest(alpha_cell, args.margin, args.pairs)
-    rng = random.Random(args.seed)
+    if metric == "compile":
+        test = SequentialTest(args.alpha, args.compile_margin, args.compile_samples)
+        sample = compile_sample
+    else:
+        test = SequentialTest(args.alpha, args.margin, args.samples)
+        sample = lambda s: timed_block(s, k)  # noqa: E731
+    times = {"base": [], "head": []}
     stop = None
     while stop is None:
         order = (base, head) if rng.random() < 0.5 else (head, base)
-        t = {s.name: timed_block(s, k) for s in order}
-        base.times.append(t["base"])
-        head.times.append(t["head"])
+        t = {s.name: sample(s) for s in order}
+        for name in SIDES:
+            times[name].append(t[name])
         stop = test.add(math.log(t["head"] / t["base"]))
         if stop is None and len(test.r) in test.looks and time.monotonic() > deadline:
             stop = test.stop("time budget")
     dec = test.decision()
-    say(f"{baseline.key(cell)}: {dec.n} pairs x {k} step(s), ratio {dec.ratio:.3f} "
-        f"[{dec.ci[0]:.3f}, {dec.ci[1]:.3f}], p {dec.p:.2g} (alpha at this look {dec.alpha:.2g}) -- {stop}")
-    return {
-        "pairs": dec.n,
-        "steps_per_block": k,
-        "ratio": dec.ratio,
-        "ratio_ci95": list(dec.ci),
-        "p": dec.p,
-        "confidence": dec.confidence,
-        "alpha": dec.alpha,
-        "regressed": dec.regressed,
-        "stopped": stop,
-        "priority_raised": reniced,
-        "base_step_s": float(np.median(base.times)),
-        "head_step_s": float(np.median(head.times)),
-        "log_ratios": [round(x, 5) for x in test.r],
+    return dec, {
+        "samples": dec.n, "steps_per_block": k if metric == "step" else None, "ratio": dec.ratio,
+        "ratio_ci95": list(dec.ci), "p": dec.p, "alpha": dec.alpha, "regressed": dec.regressed, "stopped": stop,
+        "priority_raised": reniced, "base_s": float(np.median(times["base"])),
+        "head_s": float(np.median(times["head"])), "log_ratios": [round(x, 5) for x in test.r],
     }
 
 
@@ -221,96 +273,137 @@ def close_all(sides) -> None:
                 s.worker.close()
 
 
-def run_ab(args, commit: str, reference: dict | None, cells: list[Cell], say) -> list[dict]:
+def run_ab(args, commit: str, reference: dict | None, gcells: list[GateCell], say) -> list[dict]:
     """One record per cell: skipped (the baseline lacks it), failed (a worker failed) or the A/B verdict.
     `reference`: this machine class's reference figures (information only), or None."""
     t_start = time.monotonic()
     workers = Workers(args.timeout_s)
     records = {}
     with worktree.worktree(commit) as base_root:
-        say(f"baseline {commit[:12]} (worktree {base_root}) vs working tree {worktree.ROOT}; {len(cells)} cell(s)")
+        say(f"baseline {commit[:12]} (worktree {base_root}) vs working tree {worktree.ROOT}; {len(gcells)} cell(s), "
+            f"up to {args.process_pairs} fresh process pair(s) each")
         roots = {"base": base_root, "head": worktree.ROOT}
         speaks = workers.speaks(roots)
-        pairs = []
-        for c in cells:
+        plan = {}
+        for gc in gcells:
             try:
-                pairs.append((c, fit_sides(c, workers.payload(c), speaks, roots, commit)))
+                plan[gc] = fit_cell(gc, workers.payload(gc.cell), speaks, commit)
             except CellSkipped as e:
-                say(f"{baseline.key(c)}: skipped -- {e}")
-                records[c] = {**baseline.describe(c), "key": baseline.key(c), "status": "skipped", "regressed": False,
-                              "reason": str(e)}
-        records.update(measure_pairs(args, (reference or {}).get("cells", {}), workers, pairs, t_start, say))
-    return [records[c] for c in cells]
+                say(f"{gc.key}: skipped -- {e}")
+                records[gc] = {**gc.describe(), "status": "skipped", "regressed": False, "reason": str(e)}
+        measured = Measurement(args, workers, roots, (reference or {}).get("cells", {}), t_start, say)
+        records.update(measured.run(plan))
+    return [records[gc] for gc in gcells]
 
 
-def measure_pairs(args, refs: dict, workers: Workers, pairs, t_start: float, say) -> dict[Cell, dict]:
-    alpha_cell = args.alpha / max(1, len(pairs))  # Bonferroni over the cells measured
-    out = {}
-    try:
-        workers.start_all(pairs)
-        say(f"workers ready in {time.monotonic() - t_start:.0f} s")
-        for i, (c, (base, head)) in enumerate(pairs):
-            left = args.budget_s - (time.monotonic() - t_start)
-            deadline = time.monotonic() + max(10.0, left / (len(pairs) - i) - 8)
-            out[c] = measure_cell(c, base, head, args, refs, alpha_cell, deadline, say)
-            close_all((base, head))
-    finally:
-        close_all(s for _, pair in pairs for s in pair)
-    return out
+class Measurement:
+    """The gate's cells, implementation by implementation, over fresh process pairs."""
 
+    def __init__(self, args, workers: Workers, roots: dict[str, Path], refs: dict, t_start: float, say):
+        self.args, self.workers, self.roots, self.refs, self.say = args, workers, roots, refs, say
+        self.t_start = t_start
+        self.rng = random.Random(args.seed)
 
-def failed(rec: dict, side: str, reason: str, say) -> dict:
-    """A cell whose `side` failed: the head's failure is the head's regression; the base's leaves the
-    gate unable to vouch for the cell (exit 2)."""
-    rec.update(status="failed", side=side, regressed=side == "head", reason=f"{side}: {reason}")
-    say(f"{rec['key']}: {side} worker failed -- {reason.splitlines()[0] if reason else '?'}")
-    return rec
+    def deadline(self, tests_left: int) -> float:
+        left = self.args.budget_s - (time.monotonic() - self.t_start)
+        return time.monotonic() + max(10.0, left / max(1, tests_left) - 4)
 
+    def run(self, plan: dict[GateCell, dict]) -> dict[GateCell, dict]:
+        by_impl: dict[str, list[GateCell]] = {}
+        for gc in plan:
+            by_impl.setdefault(gc.cell.impl, []).append(gc)
+        out = {}
+        impls = list(by_impl)
+        for i, impl in enumerate(impls):
+            out.update(self.implementation(by_impl[impl], plan, sum(len(by_impl[k]) for k in impls[i + 1:])))
+        return out
 
-def measure_cell(c: Cell, base: Side, head: Side, args, refs: dict, alpha: float, deadline: float, say) -> dict:
-    rec = {**baseline.describe(c), "key": baseline.key(c)}
-    if base.error:  # both failing is more likely the machine than the head: the base's failure wins
-        return failed(rec, "base", base.error, say)
-    if head.error:
-        return failed(rec, "head", head.error, say)
-    try:
-        rec.update(status="ok", **ab_cell(c, base, head, args, alpha, deadline, say))
-    except SideFailed as e:
-        rec.update(pairs_before_failure=len(head.times))
-        return failed(rec, e.side, f"while timed: {e.reason}", say)
-    if args.calibrate:
-        rec["head_peak_flops"] = calibrate(head, c)
-        ratio = baseline.normalised_ratio(refs.get(rec["key"]), rec["head_step_s"], rec["head_peak_flops"])
-        if ratio is not None:
-            rec["normalised_vs_reference"] = ratio
-    return rec
-
-
-def measure_reference(args, cells: list[Cell], say) -> dict[str, dict]:
-    """The working tree's reference figures per cell (for --update-baseline): median step and calibration."""
-    workers = Workers(args.timeout_s)
-    pairs = [(c, (Side("head", worktree.ROOT, workers.payload(c)),)) for c in cells]
-    figures = {}
-    try:
-        workers.start_all(pairs)
-        for c, (s,) in pairs:
-            if s.error:
-                raise GateInputError(f"{baseline.key(c)}: cannot measure: {s.error}")
+    def implementation(self, gcs: list[GateCell], plan: dict, left_after: int) -> dict[GateCell, dict]:
+        """Every cell of one implementation: pair after pair while some cell is undecided."""
+        rules = {gc: ProcessPairs(self.args.process_pairs) for gc in gcs}
+        recs = {gc: {**gc.describe(), "pairs": []} for gc in gcs}
+        done: dict[GateCell, str] = {}
+        for gc in gcs:
+            broken = [s for s in SIDES if isinstance(plan[gc][s], str)]
+            if broken:
+                done[gc] = self.failed(recs[gc], broken[0], plan[gc][broken[0]])
+        for j in range(self.args.process_pairs):
+            open_ = [gc for gc in gcs if gc not in done]
+            if not open_:
+                break
+            sides = {name: Side(name, self.roots[name]) for name in SIDES}
             try:
-                k, _ = get_ready((s,), args)
-                times = [timed_block(s, k) for _ in range(args.reference_blocks)]
+                for n, gc in enumerate(open_):
+                    self.workers.ready_pair(sides, gc.cell, plan[gc])
+                    dec, details = pair_test(gc.metric, sides["base"], sides["head"], self.args,
+                                             self.deadline(len(open_) - n + left_after), self.rng)
+                    recs[gc]["pairs"].append(details)
+                    if j == 0 and gc.metric == "step" and self.args.calibrate:
+                        recs[gc]["head_peak_flops"] = calibrate(sides["head"], gc.cell)
+                    self.say(f"{gc.key}: process pair {j + 1}: {details['samples']} samples, ratio {dec.ratio:.3f} "
+                             f"[{dec.ci[0]:.3f}, {dec.ci[1]:.3f}], p {dec.p:.2g} (alpha {dec.alpha:.2g}) -- "
+                             f"{'shows a regression' if dec.regressed else 'no regression'} ({details['stopped']})")
+                    verdict = rules[gc].add(dec)
+                    if verdict:
+                        done[gc] = self.decided(recs[gc], rules[gc], verdict)
             except SideFailed as e:
-                raise GateInputError(f"{baseline.key(c)}: cannot measure: {e.reason}") from None
-            peak = calibrate(s, c)
-            step = float(np.median(times))
-            figures[baseline.key(c)] = {
-                **baseline.describe(c), "step_s": round(step, 6),
-                "step_s_q1": round(float(np.percentile(times, 25)), 6),
-                "step_s_q3": round(float(np.percentile(times, 75)), 6),
-                "peak_flops": round(peak, -6) if peak else None,
-                "normalised_step": round(step * peak, -3) if peak else None,
-            }
-            say(f"{baseline.key(c)}: step {step * 1e3:.1f} ms, calibration {peak / 1e9 if peak else float('nan'):.1f} GFLOP/s")
-    finally:
-        close_all(s for _, pair in pairs for s in pair)
+                for gc in open_:
+                    if gc not in done:
+                        done[gc] = self.failed(recs[gc], e.side, f"while measured: {e.reason}")
+            finally:
+                close_all(sides.values())
+        return recs
+
+    def decided(self, rec: dict, rule: ProcessPairs, verdict: str) -> str:
+        ratio, ci = rule.ratio()
+        last = rec["pairs"][-1]
+        rec.update(status="ok", regressed=rule.regressed, ratio=ratio, ratio_ci95=list(ci), p=rule.p,
+                   confidence=1 - rule.p, alpha=last["alpha"], process_pairs=len(rule.decisions),
+                   base_s=last["base_s"], head_s=last["head_s"],
+                   stopped=(f"all {rule.n} process pairs showed a regression" if rule.regressed
+                            else f"process pair {len(rule.decisions)} showed no regression"))
+        if rec["metric"] == "step":
+            rec.update(base_step_s=last["base_s"], head_step_s=last["head_s"])
+            ratio_ref = baseline.normalised_ratio(self.refs.get(rec["key"]), rec["head_step_s"],
+                                                  rec.get("head_peak_flops"))
+            if ratio_ref is not None:
+                rec["normalised_vs_reference"] = ratio_ref
+        self.say(f"{rec['key']}: {'REGRESSED' if rule.regressed else 'pass'} -- {rec['stopped']}; ratio {ratio:.3f} "
+                 f"[{ci[0]:.3f}, {ci[1]:.3f}]")
+        return verdict
+
+    def failed(self, rec: dict, side: str, reason: str) -> str:
+        """A cell whose `side` failed: the head's failure is the head's regression; the base's leaves the
+        gate unable to vouch for the cell (exit 2)."""
+        rec.update(status="failed", side=side, regressed=side == "head", reason=f"{side}: {reason}")
+        self.say(f"{rec['key']}: {side} worker failed -- {reason.splitlines()[0] if reason else '?'}")
+        return "failed"
+
+
+def measure_reference(args, gcells: list[GateCell], say) -> dict[str, dict]:
+    """The working tree's reference figures per step cell (for --update-baseline): median step and calibration."""
+    workers = Workers(args.timeout_s)
+    figures = {}
+    for gc in gcells:
+        if gc.metric != "step":
+            continue
+        side = Side("head", worktree.ROOT)
+        try:
+            workers.ready(side, gc.cell, workers.payload(gc.cell))
+            k, _ = get_ready((side,), args)
+            times = [timed_block(side, k) for _ in range(args.reference_blocks)]
+            peak = calibrate(side, gc.cell)
+        except SideFailed as e:
+            raise GateInputError(f"{gc.key}: cannot measure: {e.reason}") from None
+        finally:
+            close_all((side,))
+        step = float(np.median(times))
+        figures[gc.key] = {
+            **baseline.describe(gc.cell), "step_s": round(step, 6),
+            "step_s_q1": round(float(np.percentile(times, 25)), 6),
+            "step_s_q3": round(float(np.percentile(times, 75)), 6),
+            "peak_flops": round(peak, -6) if peak else None,
+            "normalised_step": round(step * peak, -3) if peak else None,
+        }
+        say(f"{gc.key}: step {step * 1e3:.1f} ms, calibration {peak / 1e9 if peak else float('nan'):.1f} GFLOP/s")
     return figures

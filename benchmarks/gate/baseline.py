@@ -49,10 +49,12 @@ def write_pin(path: Path, commit: str, why: str) -> None:
 def choose_base(rev: str | None, pin_path: Path, env=os.environ) -> tuple[str, str]:
     """(commit, how it was chosen) for `--base rev`.
 
-    None or "pin": the pin file's commit. "auto": on a pull request (GITHUB_BASE_REF set) the merge
-    base of HEAD with origin/<target branch>; else on a push the commit before it (XF_GATE_BEFORE),
-    unless that is missing, all zeros (a new branch) or not in this clone (a force push); else the pin.
-    Anything else is a revision of this repository.
+    "pin": the pin file's commit. None: the pin where the file exists, else "auto". "auto": on a pull
+    request (GITHUB_BASE_REF set) the merge base of HEAD with origin/<target branch>; else on a push
+    the commit before it (XF_GATE_BEFORE),
+    unless that is missing, all zeros (a new branch) or not in this clone (a force push); else the pin,
+    or HEAD where there is no pin file (the working tree against its last commit). Anything else is a
+    revision of this repository.
     """
     def pinned(why: str = "") -> tuple[str, str]:
         pin = load_pin(pin_path)
@@ -63,9 +65,14 @@ def choose_base(rev: str | None, pin_path: Path, env=os.environ) -> tuple[str, s
                                  f"(a shallow clone? fetch it, or pass --base REV)") from None
         return commit, f"{why}the commit pinned in {pin_path.name} ({pin.get('why') or 'no reason given'})"
 
-    if rev in (None, "pin"):
+    def last_resort(why: str) -> tuple[str, str]:
+        if pin_path.exists():
+            return pinned(f"{why}, so ")
+        return worktree.resolve_commit("HEAD"), f"{why}, and no pin ({pin_path.name}), so HEAD: the working tree against its last commit"
+
+    if rev == "pin" or (rev is None and pin_path.exists()):
         return pinned()
-    if rev != "auto":
+    if rev not in (None, "auto"):
         return worktree.resolve_commit(rev), f"--base {rev}"
     target = env.get(BASE_REF_ENV, "").strip()
     if target:
@@ -80,10 +87,10 @@ def choose_base(rev: str | None, pin_path: Path, env=os.environ) -> tuple[str, s
         try:
             return worktree.resolve_commit(before), f"--base auto: the commit before the push ({BEFORE_ENV})"
         except GateInputError:
-            return pinned(f"--base auto: the commit before the push, {before[:12]}, is not in this clone "
-                          f"(a force push?), so ")
+            return last_resort(f"--base auto: the commit before the push, {before[:12]}, is not in this clone "
+                               f"(a force push?)")
     why = "a new branch's first push" if before else f"neither a pull request nor a push ({BASE_REF_ENV} and {BEFORE_ENV} unset)"
-    return pinned(f"--base auto: {why}, so ")
+    return last_resort(f"--base auto: {why}")
 
 
 # --------------------------------------------------------------------------- the per-machine reference figures

@@ -1,5 +1,5 @@
-"""`xfbench gate` on the command line: arguments, the three modes (A/B, --results, --update-baseline)
-and the verdict, which is written (last.json, and --json) whatever the exit status."""
+"""`xfbench gate` on the command line: arguments, the four modes (A/B, --results, --update-baseline,
+--self-test) and the verdict, which is written (last.json, and --json) whatever the exit status."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 from benchmarks import machine, registry
-from benchmarks.gate import GateInputError, ab, baseline, worktree
-from benchmarks.gate.stats import LOOKS
-from benchmarks.harness import home
-from benchmarks.profiles import cells, profile
+from benchmarks.gate import GateInputError, ab, baseline, selftest, worktree
+from benchmarks.gate.stats import LOOKS, T975
+from benchmarks.harness import CODE_PATHS, home
 from benchmarks.store import now_iso, write_json
 from shared_data.cli import bounded
 
@@ -22,13 +21,23 @@ BASELINE_DIR = worktree.ROOT / "benchmarks" / "baselines"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--impls", default=",".join(registry.NAMES), help="comma-separated implementations (default: all)")
-    p.add_argument("--pairs", type=bounded(int, LOOKS[0], 10_000), default=100,
-                   help=f"most A/B pairs per cell, >= {LOOKS[0]} (default 100; fewer when clear)")
+    p.add_argument("--impls", default=",".join(registry.NAMES),
+                   help="comma-separated implementations (default: all), or 'changed': those whose code, or the "
+                        "harness code every worker runs, differs from the base")
+    p.add_argument("--strides", default="1,2", help="pool strides whose step time is gated (default 1,2)")
+    p.add_argument("--metrics", default=",".join(ab.METRICS), help="step, compile or both (default)")
+    p.add_argument("--process-pairs", type=bounded(int, 1, max(T975) + 1), default=3,
+                   help="fresh base/head process pairs a cell needs, all agreeing, to count as regressed "
+                        f"(1..{max(T975) + 1}, default 3; a passing cell stops at its first quiet pair)")
+    p.add_argument("--samples", type=bounded(int, LOOKS[0], 10_000), default=36,
+                   help=f"most A/B step samples per process pair, >= {LOOKS[0]} (default 36; fewer when clear)")
+    p.add_argument("--compile-samples", type=bounded(int, 6, 100), default=8,
+                   help="A/B compile-time samples per process pair (default 8)")
     p.add_argument("--base", default=None, metavar="REV|pin|auto",
-                   help="the commit to compare with: a revision, 'pin' (the default: the commit in "
-                        "benchmarks/baselines/pin.json) or 'auto' (a pull request: the merge base with "
-                        "origin/$GITHUB_BASE_REF; a push: $XF_GATE_BEFORE, the commit before it; else the pin)")
+                   help="the commit to compare with: a revision, 'pin' (the commit in benchmarks/baselines/pin.json) "
+                        "or 'auto' (a pull request: the merge base with origin/$GITHUB_BASE_REF; a push: "
+                        "$XF_GATE_BEFORE, the commit before it; else the pin, else HEAD). Default: the pin where "
+                        "the file exists, else auto")
     p.add_argument("--pin", default=None, metavar="FILE", help="the pin file (default: benchmarks/baselines/pin.json)")
     p.add_argument("--json", default=None, help="also write the verdict to this file (atomically)")
     p.add_argument("--results", default=None, help="read this pytest-benchmark JSON run instead of measuring")
@@ -40,9 +49,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reference figures (default: benchmarks/baselines/<machine class>.json, optional)")
     p.add_argument("--baseline-dir", default=str(BASELINE_DIR), help=argparse.SUPPRESS)
     p.add_argument("--alpha", type=bounded(float, 0.0, 0.5, low_open=True), default=0.01,
-                   help="false-alarm rate of the whole gate, in (0, 0.5] (default 0.01)")
+                   help="false-alarm rate of one process pair's test, in (0, 0.5] (default 0.01)")
     p.add_argument("--margin", type=bounded(float, 0.0, 1.0), default=0.03,
-                   help="slow-down tolerated before it counts, in [0, 1] (default 0.03)")
+                   help="step-time slow-down tolerated before it counts, in [0, 1] (default 0.03)")
+    p.add_argument("--compile-margin", type=bounded(float, 0.0, 1.0), default=0.05,
+                   help="compile-time slow-down tolerated before it counts, in [0, 1] (default 0.05)")
+    p.add_argument("--self-test", action="store_true",
+                   help="measure this machine's false alarms and the gate's power for --slowdown (no baseline)")
+    p.add_argument("--slowdown", default="0.15", help="--self-test: injected slow-downs, comma-separated (default 0.15)")
+    p.add_argument("--trials", type=bounded(int, 1, 1000), default=8,
+                   help="--self-test: fresh process pairs to try (default 8)")
     p.add_argument("--nice", type=bounded(int, -20, 19), default=-15,
                    help="niceness of the two workers while timed, where allowed, -20..19 (default -15)")
     p.add_argument("--no-nice", dest="nice", action="store_const", const=None, help="leave the workers' priority alone")
@@ -69,16 +85,19 @@ def run(args) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     t0 = time.monotonic()
     say = lambda m: print(f"[gate] {m}", flush=True)  # noqa: E731
-    mode = "update-baseline" if args.update_baseline else "results" if args.results else "ab"
+    mode = ("update-baseline" if args.update_baseline else "results" if args.results
+            else "self-test" if args.self_test else "ab")
     verdict = {"mode": mode, "alpha": args.alpha, "margin": args.margin}
     try:
         impls = parse_impls(args.impls)
+        strides, metrics = parse_list(args.strides, "--strides", int, (1, 2)), parse_list(args.metrics, "--metrics", str, ab.METRICS)
         mc = baseline.this_machine()
         path = baseline.path_for(args.baseline, args.baseline_dir, mc["machine_class"])
         pin = Path(args.pin) if args.pin else Path(args.baseline_dir) / baseline.PIN_NAME
-        step_cells = [c for c in cells(profile("quick"), impls, ("cpu",)) if c.kind == "step"]
         if args.update_baseline:
-            return update_baseline(args, path, pin, step_cells, mc, say)
+            return update_baseline(args, path, pin, ab.gate_cells(impls or registry.NAMES, strides, ("step",)), mc, say)
+        if args.self_test:
+            return self_test(args, impls, verdict, say, t0)
         reference, note = baseline.load_reference(path, mc["machine_class"], explicit=args.baseline is not None)
         verdict.update(machine_class=mc["machine_class"], reference_file=str(path) if reference else None,
                        reference_commit=reference["commit"] if reference else None, reference_note=note)
@@ -86,14 +105,22 @@ def run(args) -> int:
             if reference is None:
                 raise GateInputError(f"--results compares with this machine class's reference figures, and there "
                                      f"are none: {note}")
-            records = baseline.compare_results(args.results, args.results_threshold, reference, impls)
+            records = baseline.compare_results(args.results, args.results_threshold, reference, impls or registry.NAMES)
         else:
             commit, how = baseline.choose_base(args.base, pin)
             verdict["base"] = {"commit": commit, "chosen_by": how}
             say(f"base {commit[:12]}: {how}")
             if note:
                 say(note)
-            records = ab.run_ab(args, commit, reference, step_cells, say)
+            if impls is None:
+                impls = changed_impls(commit)
+                verdict["changed_impls"] = impls
+                say(f"--impls changed: {', '.join(impls) or 'no implementation'} (code differs from the base)")
+                if not impls:
+                    print("xfbench gate: no implementation's code, nor the harness code, differs from the base: "
+                          "nothing to gate")
+                    return finish(args, verdict, 0, "pass", "no code changed since the base", time.monotonic() - t0)
+            records = ab.run_ab(args, commit, reference, ab.gate_cells(impls, strides, metrics), say)
     except GateInputError as e:
         print(f"xfbench gate: {e}", file=sys.stderr)
         return finish(args, verdict, 2, "error", str(e), time.monotonic() - t0)
@@ -103,7 +130,10 @@ def run(args) -> int:
     return report(args, records, verdict, time.monotonic() - t0)
 
 
-def parse_impls(text: str) -> list[str]:
+def parse_impls(text: str) -> list[str] | None:
+    """The named implementations; None for 'changed' (decided once the base is known)."""
+    if text.strip() == "changed":
+        return None
     impls = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
     for name in impls:
         try:
@@ -113,6 +143,43 @@ def parse_impls(text: str) -> list[str]:
     if not impls:
         raise GateInputError("--impls: no implementation named")
     return impls
+
+
+def parse_list(text: str, option: str, kind, allowed) -> tuple:
+    try:
+        values = tuple(dict.fromkeys(kind(s.strip()) for s in text.split(",") if s.strip()))
+    except ValueError:
+        values = ()
+    if not values or any(v not in allowed for v in values):
+        raise GateInputError(f"{option}: {text!r}; choose from {', '.join(map(str, allowed))}, comma-separated")
+    return values
+
+
+def changed_impls(commit: str) -> list[str]:
+    """Implementations whose package, or the harness code their workers run, differs from `commit`."""
+    paths = worktree.changed_paths(commit)
+    shared = (*CODE_PATHS, "pyproject.toml", "requirements.lock")
+    if any(p == s or p.startswith(s.rstrip("/") + "/") for p in paths for s in shared):
+        return list(registry.NAMES)
+    return [n for n in registry.NAMES if any(p.startswith(registry.entry(n).package + "/") for p in paths)]
+
+
+def self_test(args, impls, verdict: dict, say, t0: float) -> int:
+    """Exit 0 with the table; 2 when no trial could run."""
+    try:
+        slowdowns = sorted({float(s) for s in args.slowdown.split(",") if s.strip()})
+    except ValueError:
+        slowdowns = []
+    if not slowdowns or not all(0 < s <= 2 for s in slowdowns):
+        raise GateInputError(f"--slowdown: {args.slowdown!r}; give fractions in (0, 2], e.g. 0.05,0.1,0.15")
+    impl = (impls or [registry.REFERENCE])[0]
+    summary = selftest.run(args, impl, slowdowns, say)
+    verdict["self_test"] = summary
+    for line in selftest.describe(summary):
+        print(line, flush=True)
+    if not summary["aa"]["pairs"]:
+        return finish(args, verdict, 2, "error", "no self-test trial completed", time.monotonic() - t0)
+    return finish(args, verdict, 0, "measured", None, time.monotonic() - t0)
 
 
 def update_baseline(args, path: Path, pin: Path, step_cells, mc: dict, say) -> int:
@@ -151,7 +218,8 @@ def report(args, records, verdict: dict, elapsed: float) -> int:
             print(f"[gate] {r['key']}: calibration-normalised step vs the reference figures: "
                   f"{r['normalised_vs_reference']:.3f} (information)", flush=True)
     verdict.update(cells=records, regressions=[
-        {k: r.get(k) for k in ("impl", "device", "batch_size", "image_size", "ratio", "confidence", "reason")}
+        {k: r.get(k) for k in ("impl", "metric", "device", "batch_size", "image_size", "pool_stride", "ratio",
+                               "confidence", "reason")}
         for r in regressed])
     base_failed = [r for r in records if r.get("status") == "failed" and not r.get("regressed")]
     compared = [r for r in records if r.get("status") == "ok"]
@@ -159,36 +227,43 @@ def report(args, records, verdict: dict, elapsed: float) -> int:
     if regressed:
         print_regressions(regressed, elapsed)
         for r in base_failed:
-            print(f"  and the gate cannot vouch for {r['impl']} on {r['device']}: {r['reason'].splitlines()[0]}")
-        why = "; ".join(f"{r['impl']}: " + (f"ratio {r['ratio']:.3f}" if r.get("ratio") is not None
+            print(f"  and the gate cannot vouch for {where(r)}: {r['reason'].splitlines()[0]}")
+        why = "; ".join(f"{where(r)}: " + (f"ratio {r['ratio']:.3f}" if r.get("ratio") is not None
                                             else r.get("reason", "?").splitlines()[0]) for r in regressed)
         return finish(args, verdict, 1, "regressed", why, elapsed)
     if base_failed:
         print(f"xfbench gate: the gate cannot vouch: the baseline commit's worker failed in {len(base_failed)} "
               f"cell(s):", file=sys.stderr)
         for r in base_failed:
-            print(f"  {r['impl']} on {r['device']}: {r['reason'].splitlines()[0]}", file=sys.stderr)
+            print(f"  {where(r)}: {r['reason'].splitlines()[0]}", file=sys.stderr)
         print("Pass --base REV, or pin another baseline (`xfbench gate --update-baseline`).", file=sys.stderr)
         return finish(args, verdict, 2, "cannot vouch",
-                      "; ".join(f"{r['impl']}: {r['reason'].splitlines()[0]}" for r in base_failed), elapsed)
+                      "; ".join(f"{where(r)}: {r['reason'].splitlines()[0]}" for r in base_failed), elapsed)
     if not compared:
-        why = "no comparable cell: " + ("; ".join(f"{r['impl']}: {r.get('reason') or r['status']}" for r in records)
-                                        or "no step cell selected")
+        why = "no comparable cell: " + ("; ".join(f"{r['key']}: {r.get('reason') or r['status']}" for r in records)
+                                        or "no cell selected")
         print(f"xfbench gate: the gate cannot vouch: {why}", file=sys.stderr)
         return finish(args, verdict, 2, "cannot vouch", why, elapsed)
-    also = f"; {len(skipped)} skipped ({', '.join(r['impl'] for r in skipped)})" if skipped else ""
-    print(f"xfbench gate: no step-time regression in {len(compared)} cell(s){also} ({elapsed:.0f} s)")
+    also = f"; {len(skipped)} skipped ({', '.join(r['key'] for r in skipped)})" if skipped else ""
+    print(f"xfbench gate: no regression in {len(compared)} cell(s){also} ({elapsed:.0f} s)")
     return finish(args, verdict, 0, "pass", None, elapsed)
 
 
+def where(r: dict) -> str:
+    """e.g. "flax step time (cpu, 32px, pool stride 2, batch 32)"."""
+    stride = f", pool stride {r['pool_stride']}" if r.get("pool_stride") is not None else ""
+    return (f"{r['impl']} {r.get('metric', 'step')} time ({r['device']}, {r['image_size']}px{stride}, "
+            f"batch {r['batch_size']})")
+
+
 def print_regressions(regressed, elapsed: float) -> None:
-    print(f"xfbench gate: step time REGRESSED in {len(regressed)} cell(s) ({elapsed:.0f} s):")
+    print(f"xfbench gate: REGRESSED in {len(regressed)} cell(s) ({elapsed:.0f} s):")
     for r in regressed:
-        where = f"  {r['impl']} on {r['device']} (batch {r['batch_size']}, {r['image_size']}px): "
         if r.get("status") == "failed":
-            print(f"{where}the working tree's worker failed ({r['reason'].splitlines()[0]})")
+            print(f"  {where(r)}: the working tree's worker failed ({r['reason'].splitlines()[0]})")
             continue
-        conf = (f"{r['confidence'] * 100:.3f}% (p = {r['p']:.2g}, alpha {r['alpha']:.2g})"
-                if r.get("confidence") is not None and r.get("p") is not None else "n/a (single run)")
-        ratio = f"{r['ratio']:.3f}x" if r.get("ratio") is not None else "n/a"
-        print(f"{where}ratio {ratio}, confidence {conf}")
+        conf = (f"{r['confidence'] * 100:.3f}% (p = {r['p']:.2g}, alpha {r['alpha']:.2g} per process pair, "
+                f"{r['process_pairs']} pairs agreeing)" if r.get("process_pairs") else "n/a (single run)")
+        ci = f" [{r['ratio_ci95'][0]:.3f}, {r['ratio_ci95'][1]:.3f}]" if r.get("ratio_ci95") else ""
+        ratio = f"{r['ratio']:.3f}x{ci}" if r.get("ratio") is not None else "n/a"
+        print(f"  {where(r)}: ratio {ratio}, confidence {conf}")

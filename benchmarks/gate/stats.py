@@ -138,3 +138,60 @@ class SequentialTest:
         if self._dec is None or self._dec.n != len(self.r):
             self.stop("asked")
         return self._dec
+
+
+# two-sided 95% quantiles of Student's t, by degrees of freedom (the gate runs at most 9 process pairs)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+
+
+class ProcessPairs:
+    """A cell's verdict over fresh process pairs (an intersection-union test).
+
+    Each pair -- one new base and one new head worker -- gets its own sequential test. The cell
+    regressed only when every one of `n` pairs shows the regression on its own; the first pair that
+    does not ends the cell as a pass. A process effect (layout, thread placement, the base's other
+    tree) shifts one pair's ratio; to raise a false alarm it must shift all n independent pairs the
+    same way, so a cell false-alarms at rate q^n, q being one pair's rate on this machine (at most
+    the pair's alpha without process effects; `xfbench gate --self-test` measures it). A real
+    slowdown of power p per pair is caught at rate p^n.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.decisions: list[Decision] = []
+
+    def add(self, dec: Decision) -> str | None:
+        """One pair's decision; returns "pass" or "regressed" once the cell is decided, else None."""
+        self.decisions.append(dec)
+        if not dec.regressed:
+            return "pass"
+        return "regressed" if len(self.decisions) >= self.n else None
+
+    @property
+    def regressed(self) -> bool:
+        return len(self.decisions) >= self.n and all(d.regressed for d in self.decisions)
+
+    @property
+    def p(self) -> float:
+        """The intersection-union p-value: the largest of the pairs'."""
+        return max(d.p for d in self.decisions)
+
+    def ratio(self) -> tuple[float, tuple[float, float]]:
+        """Geometric mean of the pairs' median ratios, with a t-interval across pairs (the process as a
+        level of variation); one pair: its own within-pair interval."""
+        logs = np.log([d.ratio for d in self.decisions])
+        if len(logs) == 1:
+            return self.decisions[0].ratio, self.decisions[0].ci
+        half = T975[len(logs) - 1] * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
+        mean = float(np.mean(logs))
+        return math.exp(mean), (math.exp(mean - half), math.exp(mean + half))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score 95% interval of a rate k/n ((0, 1) when n is 0)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

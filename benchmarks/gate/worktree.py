@@ -38,6 +38,13 @@ def dirty_paths() -> list[str]:
     return [line[3:] for line in out.splitlines() if line.strip()]
 
 
+def changed_paths(commit: str) -> list[str]:
+    """Files whose content in the working tree (uncommitted and untracked changes included) differs from `commit`."""
+    tracked = git("diff", "--name-only", commit).splitlines()
+    untracked = git("ls-files", "--others", "--exclude-standard").splitlines()
+    return sorted({p for p in (*tracked, *untracked) if p})
+
+
 @contextlib.contextmanager
 def worktree(commit: str):
     """A detached worktree of `commit` in a temp folder; always removed afterwards."""

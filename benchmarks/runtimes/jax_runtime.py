@@ -46,6 +46,11 @@ def to_float(value) -> float:
     return float(jax.block_until_ready(value))
 
 
+def forget_compiled() -> None:
+    """Drop every jitted function's compiled and traced forms: the next call compiles cold."""
+    jax.clear_caches()
+
+
 def cost_analysis_flops(compiled) -> float | None:
     """FLOPs from XLA's cost analysis of a compiled function, or None where XLA gives none."""
     ca = compiled.cost_analysis()
