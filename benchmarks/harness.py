@@ -96,6 +96,12 @@ def home(path: str | None = None) -> Path:
     return h if h.is_absolute() else ROOT / h
 
 
+def select(cell: Cell) -> str:
+    """A `pytest -k` expression for the cell: its id, whose "~" (the A/A copy's) -k cannot parse,
+    becomes the two halves around it, both required."""
+    return " and ".join(cell.id.split("~"))
+
+
 def payload(cell: Cell, data: dict, seed: int = 0) -> dict:
     """What a worker's `setup` gets for one cell; `data` is `load_dataset`'s keyword arguments."""
     return {"impl": cell.impl, "device": cell.device, "spec": cell.spec.to_dict(), "train": cell.train.to_dict(),
@@ -199,7 +205,7 @@ class Session:
             parts.append(f"--xf-source={self.data.source}")
         if cell.aa_copy:
             parts.append(f"--xf-aa={cell.impl}")
-        return " ".join(parts + [f"-k '{cell.id}'"])
+        return " ".join(parts + [f"-k '{select(cell)}'"])
 
     @contextlib.contextmanager
     def worker(self, cell: Cell, info: dict):

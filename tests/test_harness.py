@@ -249,3 +249,20 @@ def test_cell_keys_tell_every_setting_apart():
     session.data_summary = lambda cell: {"fingerprint": cell.protocol}
     matrix = cells(PROFILES["full"], ("flax", "keras-jax"), ("cpu", "gpu"))
     assert len({session.cell_key(c) for c in matrix}) == len(matrix)
+
+
+def test_reproduce_selects_exactly_its_cell_even_the_aa_copy():
+    """The recorded command's -k expression parses (an A/A id's "~" would not) and picks its own cell."""
+    from _pytest.mark.expression import Expression
+
+    from benchmarks.harness import select
+    from benchmarks.profiles import PROFILES, cells
+
+    matrix = [c for c in cells(PROFILES["default"], ("flax", "flax-nnx"), ("cpu",), aa="flax") if c.kind == "step"]
+    names = [f"test_step[{c.id}]" for c in matrix]
+    for cell in matrix:
+        expr = Expression.compile(select(cell))
+        chosen = [n for n in names if expr.evaluate(lambda ident, n=n: ident in n)]
+        own = f"test_step[{cell.id}]"
+        # -k matches substrings: replicate 0's id also picks its replicates -r1, -r2 (same command)
+        assert own in chosen and all(n.startswith(own.rstrip("]")) for n in chosen), (cell.id, chosen)
