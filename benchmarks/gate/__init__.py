@@ -40,7 +40,7 @@ How it decides (A/B in the same run, as asv's `continuous`):
   5% for compile time) absorbs small systematic differences.
 * While a pair is timed, its two workers run at raised priority where allowed
   (nice -15): other jobs on a shared machine then interfere less.
-* Step samples are taken in looks (at 12, 18, 26, 36 samples, --samples). The
+* Step samples are taken in looks (at 12, 18, 26, 36, 50, 70 samples, --samples). The
   pair's alpha (--alpha, 0.01) is split over the looks (Bonferroni: half over the
   interim looks, the rest at the last), so stopping early when the evidence is
   clear keeps its false-alarm rate <= alpha. A pair also stops early, as "no

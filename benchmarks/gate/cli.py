@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process-pairs", type=bounded(int, 1, max(T975) + 1), default=3,
                    help="fresh base/head process pairs a cell needs, all agreeing, to count as regressed "
                         f"(1..{max(T975) + 1}, default 3; a passing cell stops at its first quiet pair)")
-    p.add_argument("--samples", type=bounded(int, LOOKS[0], 10_000), default=36,
-                   help=f"most A/B step samples per process pair, >= {LOOKS[0]} (default 36; fewer when clear)")
+    p.add_argument("--samples", type=bounded(int, LOOKS[0], 10_000), default=70,
+                   help=f"most A/B step samples per process pair, >= {LOOKS[0]} (default 70; fewer when clear)")
     p.add_argument("--compile-samples", type=bounded(int, 6, 100), default=8,
                    help="A/B compile-time samples per process pair (default 8)")
     p.add_argument("--base", default=None, metavar="REV|pin|auto",
