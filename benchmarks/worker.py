@@ -73,8 +73,9 @@ class _Cell:
             self.runtime = runtimes.for_backend(entry.backend)
         except ImportError as e:
             raise _Skip(f"{cell['impl']} cannot run on this machine: {e} (its framework is not installed)")
-        self.events = self.runtime.CompileEvents()
-        self.events.listen()
+        if getattr(self, "events", None) is None:  # one listener per process, whatever setup follows
+            self.events = self.runtime.CompileEvents()
+            self.events.listen()
         self.spec = ModelSpec.from_dict(cell["spec"])
         self.train_cfg = TrainConfig.from_dict(cell["train"])
         check_memory(self.spec, self.train_cfg.batch_size, cell["device"], self.runtime)
@@ -117,9 +118,9 @@ class _Cell:
         return {"compile_s": out, "compiles": seen() - before}
 
     def inject(self, fraction: float, steps: int = 1) -> dict:
-        """The gate's self-test: from now on every timed step also does real extra compute (float64
-        sines on the host, single-threaded, after the block's sync), sized to `fraction` of a steady
-        step. The size is refitted from blocks of `steps` steps run with and without it, alternately:
+        """The gate's self-test: from now on every timed block also does real extra compute (float64
+        sines on the host, single-threaded, after the block's sync), `fraction` of a steady step's
+        time per step in it. The size is refitted from blocks of `steps` steps run with and without it, alternately:
         between steps the work costs more than alone, never less."""
         import numpy as np
 

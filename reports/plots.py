@@ -625,11 +625,12 @@ def _history_value(pts: list[HistoryPoint]) -> tuple[float, float | None, float 
 
 def _mark_regressions(ax, regressions: list[dict], k: tuple, dev: str, x: float, y: float) -> int:
     """Circle the newest point of series k once per gate regression that matches it; return how many."""
-    impl, bs, size, _ = k
+    impl, bs, size, stride = k
     n = 0
-    for r in regressions:
-        if (r.get("impl") == impl and str(r.get("device")) == dev and r.get("batch_size") == bs
-                and (r.get("image_size") is None or r.get("image_size") == size)):
+    for r in regressions:  # step-time regressions only: the gate also reports compile time
+        if (r.get("metric", "step") == "step" and r.get("impl") == impl and str(r.get("device")) == dev
+                and r.get("batch_size") == bs and (r.get("image_size") is None or r.get("image_size") == size)
+                and (r.get("pool_stride") is None or r.get("pool_stride") == stride)):
             n += 1
             ax.plot([x], [y], marker="o", markersize=15, mfc="none", mec=ACCENT, mew=2.2, zorder=6)
             ratio = num(r.get("ratio"))

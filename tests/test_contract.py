@@ -10,6 +10,7 @@ reference, in `conftest.py`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -175,7 +176,7 @@ def test_compile_time_sampled_again_and_the_gate_ops(workers, name):
     injected work leaves the step's result alone; a worker moves to another spec."""
     w = workers[name]
     assert w["recompile"]["compiles"] >= 2 and all(s > 0 for s in w["recompile"]["compile_s"])
-    assert w["inject"]["work_units_per_step"] >= 1 and w["inject"]["injected_fraction"] == w["inject"]["injected_fraction"]
-    assert w["injected_loss"] == w["injected_loss"]
+    assert w["inject"]["work_units_per_step"] >= 1 and math.isfinite(w["inject"]["injected_fraction"])
+    assert math.isfinite(w["injected_loss"])
     assert w["moved"]["params"] == ModelSpec(image_size=16, pool_stride=2).num_params != SPEC.num_params
-    assert w["moved_loss"] == w["moved_loss"]
+    assert math.isfinite(w["moved_loss"])

@@ -23,7 +23,7 @@ from benchmarks import machine, registry
 from benchmarks.cli import main as cli_main
 from benchmarks.gate import GateInputError, ab, baseline, cli, history, stats, worktree
 from benchmarks.harness import payload
-from benchmarks.profiles import Cell, cells, profile
+from benchmarks.profiles import Cell
 from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.worker_client import CellSkipped, Protocol, WorkerError
 
@@ -273,7 +273,7 @@ def test_unknown_impl(tmp_path, capsys):
 @pytest.mark.parametrize("argv, says", [
     (["--samples", "3"], "--samples: '3' is out of range; pass an integer 12..10000"),
     (["--samples", "many"], "--samples: 'many' is not an integer"),
-    (["--process-pairs", "0"], "--process-pairs"), (["--compile-samples", "2"], "--compile-samples"),
+    (["--process-pairs", "0"], "--process-pairs"), (["--compile-samples", "7"], "--compile-samples"),
     (["--trials", "0"], "--trials"), (["--compile-margin", "2"], "--compile-margin"),
     (["--alpha", "0"], "--alpha: '0' is out of range; pass a number > 0 and <= 0.5"),
     (["--alpha", "nan"], "--alpha: 'nan' is out of range"),
@@ -416,11 +416,11 @@ def test_base_auto_on_a_push_is_the_commit_before_it_else_the_pin(tmp_path, monk
 def test_changed_impls_follow_the_packages_and_the_harness(tmp_path, monkeypatch):
     monkeypatch.setattr(worktree, "changed_paths", lambda commit: paths)
     paths = ["README.md", "benchmarks/gate/cli.py", "tests/test_gate.py"]
-    assert cli.changed_impls("x") == []
+    assert baseline.changed_impls("x") == []
     paths = ["impl_keras/impl.py"]
-    assert cli.changed_impls("x") == [n for n in registry.NAMES if n.startswith("keras")]
+    assert baseline.changed_impls("x") == [n for n in registry.NAMES if n.startswith("keras")]
     paths = ["benchmarks/worker.py"]
-    assert cli.changed_impls("x") == list(registry.NAMES)
+    assert baseline.changed_impls("x") == list(registry.NAMES)
     head = worktree.git("rev-parse", "HEAD")
     (tmp_path / "pin.json").write_text(json.dumps({"commit": head, "why": "test"}))
     paths = ["docs.md"]
@@ -431,6 +431,7 @@ def test_changed_impls_follow_the_packages_and_the_harness(tmp_path, monkeypatch
 @pytest.mark.parametrize("argv, says", [
     (["--strides", "3"], "--strides: '3'; choose from 1, 2"), (["--metrics", "speed"], "--metrics: 'speed'"),
     (["--self-test", "--slowdown", "fast"], "--slowdown: 'fast'"), (["--self-test", "--slowdown", "-1"], "--slowdown"),
+    (["--alpha", "0.001"], "--compile-samples 8 can never reach --alpha 0.001"),
 ])
 def test_bad_lists_exit_2_naming_the_option(tmp_path, capsys, argv, says):
     assert _gate(tmp_path, *argv) == 2
@@ -539,11 +540,14 @@ def test_skipped_cells_pass_and_are_recorded_but_only_skipped_cells_cannot_vouch
 
 class FakeWorker:
     """Answers as a worker does; `fail` (an exception) is raised from the `fail_at`-th timed sample on.
-    `inject` slows its steps down by the fraction asked (a fake: it sleeps)."""
+    `inject` slows its virtual steps down by the fraction asked. Seeds count from 0 in each test."""
+
+    made = 0
 
     def __init__(self, fail=None, fail_at=1):
         self.fail, self.fail_at, self.samples, self.timeout_s, self.closed = fail, fail_at, 0, 300.0, False
-        self.slow = 1.0
+        self.slow, self.rng, self.last_step_s = 1.0, np.random.default_rng(FakeWorker.made), None
+        FakeWorker.made += 1
 
     def _sample(self):
         self.samples += 1
@@ -553,9 +557,9 @@ class FakeWorker:
     def call(self, op, **kw):
         if op == "warmup":
             return [0.002] * kw["n"]
-        if op == "steps":
+        if op == "steps":  # no sleep: its time per step is virtual, 2 ms +- 1%, deterministic
             self._sample()
-            time.sleep(0.002 * self.slow * kw["n"])
+            self.last_step_s = 0.002 * self.slow * (1 + 0.01 * self.rng.standard_normal())
             return 0.69
         if op == "recompile":
             self._sample()
@@ -576,9 +580,17 @@ def fake_gate(tmp_path, monkeypatch):
     """`xfbench gate` with the worktree and the workers faked; returns run(fakes, capsys, impls, *argv) ->
     (exit, last.json, out, err, made), fakes: {(impl, side): FakeWorker | str (a start failure)}."""
     monkeypatch.setattr(worktree, "worktree", lambda commit: contextlib.nullcontext(tmp_path))
+    monkeypatch.setattr(worktree, "changed_paths", lambda commit: [])
+    monkeypatch.setattr(FakeWorker, "made", 0)
     three = dataclasses.replace(NEW, version=ab.COMPILE_PROTOCOL)
     monkeypatch.setattr(ab.Workers, "speaks", lambda self, roots: {"base": three, "head": three})
     monkeypatch.setattr(ab.Workers, "payload", lambda self, c: payload(c, {"source": "synthetic"}))
+
+    def timed_block(side, k):  # the real call (failures and all), the fake's virtual time
+        ab.call(side, "steps", n=k)
+        return side.worker.last_step_s
+
+    monkeypatch.setattr(ab, "timed_block", timed_block)
 
     def go(fakes, capsys, impls="flax,keras-jax", *argv):
         made = {}
@@ -591,7 +603,7 @@ def fake_gate(tmp_path, monkeypatch):
             made[(cell.impl, side.name)] = fake
 
         monkeypatch.setattr(ab.Workers, "ready", ready)
-        rc = _gate(tmp_path, "--impls", impls, "--base", "HEAD", "--samples", "12", "--compile-samples", "6",
+        rc = _gate(tmp_path, "--impls", impls, "--base", "HEAD", "--samples", "12", "--compile-samples", "8",
                    "--no-nice", "--seed", "1", "--block-s", "0.002", "--json", str(tmp_path / "v.json"), *argv)
         out = capsys.readouterr()
         last = _last(tmp_path)
@@ -603,10 +615,10 @@ def fake_gate(tmp_path, monkeypatch):
 
 def test_a_base_worker_crashing_while_timed_means_the_gate_cannot_vouch(fake_gate, capsys):
     died = WorkerError("worker died (killed by SIGSEGV); log tail:\n...")
-    rc, last, _, err, made = fake_gate({("flax", "base"): FakeWorker(died, fail_at=8)}, capsys)
+    rc, last, _, err, made = fake_gate({("flax", "base"): FakeWorker(died, fail_at=10)}, capsys)
     assert rc == 2 and last["exit_status"] == 2 and last["verdict"] == "cannot vouch"
     cells_ = {c["key"]: c for c in last["cells"]}
-    assert cells_["flax-cpu-s32-p1-b32-compile"]["status"] == "ok"  # 6 samples went through
+    assert cells_["flax-cpu-s32-p1-b32-compile"]["status"] == "ok"  # its 8 samples went through
     step = cells_["flax-cpu-s32-p1-b32"]
     assert step["status"] == "failed" and step["side"] == "base" and not step["regressed"]
     assert "while measured: worker died (killed by SIGSEGV)" in step["reason"]
@@ -630,9 +642,9 @@ def test_nonsense_from_a_worker_and_start_failures_name_the_side(fake_gate, caps
     rc, last, *_ = fake_gate({("flax", "head"): FakeWorker(ValueError("bad reply"), fail_at=1)}, capsys, "flax")
     assert rc == 1 and "head: while measured: ValueError: bad reply" in last["cells"][0]["reason"]
     rc, last, *_ = fake_gate({("flax", "base"): "cannot say what it speaks: boom"}, capsys, "flax")
-    assert rc == 2 and last["cells"][0]["reason"] == "base: while measured: cannot say what it speaks: boom"
+    assert rc == 2 and last["cells"][0]["reason"] == "base: while starting: cannot say what it speaks: boom"
     rc, last, *_ = fake_gate({("flax", "head"): "worker died (exit 1)"}, capsys, "flax")
-    assert rc == 1 and last["cells"][0]["reason"] == "head: while measured: worker died (exit 1)"
+    assert rc == 1 and last["cells"][0]["reason"] == "head: while starting: worker died (exit 1)"
 
 
 def test_fake_workers_with_nothing_wrong_pass(fake_gate, capsys):
@@ -662,7 +674,8 @@ def test_self_test_reports_false_alarms_and_power(fake_gate, capsys):
     big = summary["slowdowns"][1]
     assert big["requested"] == 1.0 and big["caught"] == 3 and big["cell_power"] == 1.0
     assert big["cell_power_lower95"] == pytest.approx(stats.wilson(3, 3)[0] ** 3)
-    assert summary["smallest_caught_95"] == 1.0
+    assert summary["smallest_caught_95"] == 1.0 and summary["smallest_caught_95_measured"] == pytest.approx(2.0, rel=0.05)
+    assert summary["slowdowns"][0]["caught"] == 0  # +1% is inside the 3% margin
     assert "self-test of flax-cpu-s32-p1-b32: 3 fresh process pair(s)" in out and "+100%" in out
 
 

@@ -533,3 +533,24 @@ def test_each_cell_shows_the_command_that_measures_it_again(reps, full, tmp_path
     assert model_mod.commands(flax.cells[1:]) == [c.x("command") for c in flax.cells[1:]]  # each its own
     _, old_html, _ = full  # samples in the older formats, without commands
     assert "Commands that measure" not in old_html and 'class="cmd"' not in old_html
+
+
+def test_gate_regressions_circle_only_their_own_step_series():
+    """The gate reports step time per pool stride and compile time: a compile-time or stride-2
+    regression must not be drawn on the stride-1 step-time series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    series = ("flax", 32, 32, 1)  # impl, batch, image size, pool stride
+    regs = [
+        {"impl": "flax", "device": "cpu", "batch_size": 32, "image_size": 32, "pool_stride": 1, "metric": "compile"},
+        {"impl": "flax", "device": "cpu", "batch_size": 32, "image_size": 32, "pool_stride": 2, "metric": "step"},
+    ]
+    assert plots._mark_regressions(ax, regs, series, "cpu", 0.0, 1.0) == 0
+    step1 = {**regs[1], "pool_stride": 1}
+    old = {k: v for k, v in step1.items() if k not in ("metric", "pool_stride")}  # a verdict from before both
+    assert plots._mark_regressions(ax, [step1, old], series, "cpu", 0.0, 1.0) == 2
+    plt.close(fig)

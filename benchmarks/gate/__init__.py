@@ -17,8 +17,8 @@ How it decides (A/B in the same run, as asv's `continuous`):
   compile time (stride 1) and step time at pool strides 1 and 2 (`--strides`,
   `--metrics`).
 * Process pairs. A process carries effects that last its lifetime (memory layout,
-  thread placement, the other tree's paths), so one base and one head worker per
-  cell would take such an offset for a slowdown. Each implementation is measured by
+  thread placement), so one base and one head worker per cell would take such an
+  offset for a slowdown. Each implementation is measured by
   fresh pairs of workers, one base and one head; a pair measures every cell still
   open -- compile time first, then step time at each stride, moving its workers
   to the next spec -- and is closed. A cell regressed only when each of
@@ -26,7 +26,10 @@ How it decides (A/B in the same run, as asv's `continuous`):
   does not ends the cell as a pass (an intersection-union test: its p-value is the
   largest of the pairs'). With a false-alarm rate q per pair on this machine (at
   most the pair's alpha when processes have no effect, more when they do), a cell
-  false-alarms at q^3; with power p per pair it catches a slowdown at p^3. The
+  false-alarms at about q^3; with power p per pair it catches a slowdown at p^3.
+  That holds for offsets each process draws anew; one shared by every pair (the
+  base tree's own paths, say) is not divided by three: the margin absorbs it, and
+  the self-test, which runs its base from a worktree as the gate does, measures it. The
   ratio reported is the geometric mean over the pairs, with a t-interval across
   them (the process as the unit of replication); one pair: its own interval.
 * Within a pair, after set-up and warm-up, it alternates samples between the two
@@ -49,7 +52,7 @@ How it decides (A/B in the same run, as asv's `continuous`):
   (8) samples, one look.
 * `--self-test` runs the working tree against itself, and in each of --trials fresh
   pairs first tests the flax stride-1 step as is (A/A), then with each --slowdown
-  injected into the head worker (real extra compute in every timed step, `inject`),
+  injected into the head worker (real extra compute in every timed block, `inject`),
   and prints per slowdown the pairs' detection rate and the cell's power (p^3), and
   the A/A false alarms (q and q^3), each with a Wilson 95% interval: whether this
   machine is quiet enough for the gate to be trusted.

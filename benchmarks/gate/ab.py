@@ -14,7 +14,7 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,15 +67,14 @@ def gate_cells(impls, strides=(1, 2), metrics=METRICS) -> list[GateCell]:
 
 @dataclass
 class Side:
-    """One worker (base or head) of a process pair: its tree, the spec it is set up for, its warm-up
-    estimate of a step and its timings."""
+    """One worker (base or head) of a process pair: its tree, the spec it is set up for and its warm-up
+    estimate of a step."""
 
     name: str
     root: Path
     worker: Worker | None = None
     spec: ModelSpec | None = None
     step_est: float = math.nan
-    times: list[float] = field(default_factory=list)
 
 
 class SideFailed(Exception):
@@ -136,6 +135,7 @@ class Workers:
         """The side's worker set up for the cell's spec (started, or moved from another spec) and warmed up."""
         if side.worker is None:
             self.start(side, cell.impl)
+        side.worker.timeout_s = self.timeout_s  # set-up and compiling get longer than a timed call
         if side.spec != cell.spec:
             call(side, "setup", cell=fitted)
             call(side, "first_step")
@@ -184,7 +184,7 @@ def fit_cell(gc: GateCell, full: dict, speaks: dict[str, Protocol | str], commit
 def raise_priority(side: Side, niceness: int) -> bool:
     """Best effort: every thread of the worker at `niceness`, so other jobs on a shared machine interfere less.
 
-    Both workers of a pair get the same, and only while they are timed; without the
+    Both workers of a pair get the same, from their first timed sample to their end; without the
     permission (not root, no CAP_SYS_NICE) it changes nothing and says so in the verdict.
     """
     try:
@@ -202,9 +202,13 @@ def get_ready(sides, args) -> tuple[int, bool]:
     for s in sides:
         s.worker.timeout_s = min(s.worker.timeout_s, getattr(args, "hang_s", s.worker.timeout_s))
     reniced = args.nice is not None and all([raise_priority(s, args.nice) for s in sides])  # a list: try every side
+    return steps_per_block(sides, args.block_s), reniced
+
+
+def steps_per_block(sides, block_s: float) -> int:
+    """Steps in a timed block of about `block_s` seconds, from the faster side's warm-up estimate."""
     step = min(s.step_est for s in sides)
-    k = max(1, round(args.block_s / step)) if math.isfinite(step) and step > 0 else 1
-    return k, reniced
+    return max(1, round(block_s / step)) if math.isfinite(step) and step > 0 else 1
 
 
 def timed_block(side: Side, k: int) -> float:
@@ -305,6 +309,8 @@ class Measurement:
         self.rng = random.Random(args.seed)
 
     def deadline(self, tests_left: int) -> float:
+        """When the test about to start should stop at its next look: an even share of the budget left
+        (at least 10 s), `tests_left` counting it and the tests expected after it."""
         left = self.args.budget_s - (time.monotonic() - self.t_start)
         return time.monotonic() + max(10.0, left / max(1, tests_left) - 4)
 
@@ -332,11 +338,18 @@ class Measurement:
             if not open_:
                 break
             sides = {name: Side(name, self.roots[name]) for name in SIDES}
+            stage = "while starting"
             try:
                 for n, gc in enumerate(open_):
+                    stage = "while starting"
                     self.workers.ready_pair(sides, gc.cell, plan[gc])
+                    stage = "while measured"
+                    # this test and the rest of this pair's; from pair 2 on, every open cell has shown a
+                    # regression so far and needs the pairs after this one too; then the later implementations
+                    confirm = len(open_) * (self.args.process_pairs - j - 1) if j else 0
+                    expected = len(open_) - n + confirm + left_after
                     dec, details = pair_test(gc.metric, sides["base"], sides["head"], self.args,
-                                             self.deadline(len(open_) - n + left_after), self.rng)
+                                             self.deadline(expected), self.rng)
                     recs[gc]["pairs"].append(details)
                     if j == 0 and gc.metric == "step" and self.args.calibrate:
                         recs[gc]["head_peak_flops"] = calibrate(sides["head"], gc.cell)
@@ -349,7 +362,7 @@ class Measurement:
             except SideFailed as e:
                 for gc in open_:
                     if gc not in done:
-                        done[gc] = self.failed(recs[gc], e.side, f"while measured: {e.reason}")
+                        done[gc] = self.failed(recs[gc], e.side, f"{stage}: {e.reason}")
             finally:
                 close_all(sides.values())
         return recs
@@ -358,7 +371,8 @@ class Measurement:
         ratio, ci = rule.ratio()
         last = rec["pairs"][-1]
         rec.update(status="ok", regressed=rule.regressed, ratio=ratio, ratio_ci95=list(ci), p=rule.p,
-                   confidence=1 - rule.p, alpha=last["alpha"], process_pairs=len(rule.decisions),
+                   confidence=1 - rule.p, alpha=max(d.alpha for d in rule.decisions),
+                   process_pairs=len(rule.decisions),
                    base_s=last["base_s"], head_s=last["head_s"],
                    stopped=(f"all {rule.n} process pairs showed a regression" if rule.regressed
                             else f"process pair {len(rule.decisions)} showed no regression"))

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmarks import machine
+from benchmarks import machine, registry
 from benchmarks.gate import GateInputError, worktree
+from benchmarks.harness import CODE_PATHS
 from benchmarks.profiles import Cell
 from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.store import ResultFileError, now_iso, read_json, write_json
@@ -91,6 +92,15 @@ def choose_base(rev: str | None, pin_path: Path, env=os.environ) -> tuple[str, s
                                f"(a force push?)")
     why = "a new branch's first push" if before else f"neither a pull request nor a push ({BASE_REF_ENV} and {BEFORE_ENV} unset)"
     return last_resort(f"--base auto: {why}")
+
+
+def changed_impls(commit: str) -> list[str]:
+    """Implementations whose package, or the harness code their workers run, differs from `commit`."""
+    paths = worktree.changed_paths(commit)
+    shared = (*CODE_PATHS, "pyproject.toml", "requirements.lock")
+    if any(p == s or p.startswith(s.rstrip("/") + "/") for p in paths for s in shared):
+        return list(registry.NAMES)
+    return [n for n in registry.NAMES if any(p.startswith(registry.entry(n).package + "/") for p in paths)]
 
 
 # --------------------------------------------------------------------------- the per-machine reference figures

@@ -13,7 +13,7 @@ from pathlib import Path
 from benchmarks import machine, registry
 from benchmarks.gate import GateInputError, ab, baseline, selftest, worktree
 from benchmarks.gate.stats import LOOKS, T975
-from benchmarks.harness import CODE_PATHS, home
+from benchmarks.harness import home
 from benchmarks.store import now_iso, write_json
 from shared_data.cli import bounded
 
@@ -31,8 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(1..{max(T975) + 1}, default 3; a passing cell stops at its first quiet pair)")
     p.add_argument("--samples", type=bounded(int, LOOKS[0], 10_000), default=70,
                    help=f"most A/B step samples per process pair, >= {LOOKS[0]} (default 70; fewer when clear)")
-    p.add_argument("--compile-samples", type=bounded(int, 6, 100), default=8,
-                   help="A/B compile-time samples per process pair (default 8)")
+    p.add_argument("--compile-samples", type=bounded(int, 8, 100), default=8,
+                   help="A/B compile-time samples per process pair, one look (default 8: the smallest exact "
+                        "p-value, 2^-8, is below the default alpha)")
     p.add_argument("--base", default=None, metavar="REV|pin|auto",
                    help="the commit to compare with: a revision, 'pin' (the commit in benchmarks/baselines/pin.json) "
                         "or 'auto' (a pull request: the merge base with origin/$GITHUB_BASE_REF; a push: "
@@ -89,6 +90,9 @@ def run(args) -> int:
             else "self-test" if args.self_test else "ab")
     verdict = {"mode": mode, "alpha": args.alpha, "margin": args.margin}
     try:
+        if 0.5 ** args.compile_samples > args.alpha:
+            raise GateInputError(f"--compile-samples {args.compile_samples} can never reach --alpha {args.alpha}: "
+                                 f"the smallest exact p-value is 2^-{args.compile_samples}; take more samples")
         impls = parse_impls(args.impls)
         strides, metrics = parse_list(args.strides, "--strides", int, (1, 2)), parse_list(args.metrics, "--metrics", str, ab.METRICS)
         mc = baseline.this_machine()
@@ -113,7 +117,7 @@ def run(args) -> int:
             if note:
                 say(note)
             if impls is None:
-                impls = changed_impls(commit)
+                impls = baseline.changed_impls(commit)
                 verdict["changed_impls"] = impls
                 say(f"--impls changed: {', '.join(impls) or 'no implementation'} (code differs from the base)")
                 if not impls:
@@ -153,15 +157,6 @@ def parse_list(text: str, option: str, kind, allowed) -> tuple:
     if not values or any(v not in allowed for v in values):
         raise GateInputError(f"{option}: {text!r}; choose from {', '.join(map(str, allowed))}, comma-separated")
     return values
-
-
-def changed_impls(commit: str) -> list[str]:
-    """Implementations whose package, or the harness code their workers run, differs from `commit`."""
-    paths = worktree.changed_paths(commit)
-    shared = (*CODE_PATHS, "pyproject.toml", "requirements.lock")
-    if any(p == s or p.startswith(s.rstrip("/") + "/") for p in paths for s in shared):
-        return list(registry.NAMES)
-    return [n for n in registry.NAMES if any(p.startswith(registry.entry(n).package + "/") for p in paths)]
 
 
 def self_test(args, impls, verdict: dict, say, t0: float) -> int:

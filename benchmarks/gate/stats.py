@@ -59,10 +59,6 @@ class Decision:
     alpha: float
     margin: float
 
-    @property
-    def confidence(self) -> float:
-        return 1.0 - self.p
-
 
 def decide(log_ratios, margin: float, alpha: float) -> Decision:
     """Is head slower than base x (1 + margin)? One-sided Wilcoxon signed-rank at level alpha."""
@@ -72,8 +68,8 @@ def decide(log_ratios, margin: float, alpha: float) -> Decision:
     return Decision(len(r), float(math.exp(np.median(r))), (math.exp(lo), math.exp(hi)), p, p <= alpha, alpha, margin)
 
 
-def looks_upto(max_pairs: int) -> list[int]:
-    looks = [n for n in LOOKS if n < max_pairs] + [max_pairs]
+def looks_upto(max_samples: int) -> list[int]:
+    looks = [n for n in LOOKS if n < max_samples] + [max_samples]
     return sorted(set(looks))
 
 
@@ -86,24 +82,25 @@ def clearly_fine(log_ratios, margin: float) -> bool:
 
 
 class SequentialTest:
-    """The per-cell rule: looks at fixed pair counts, alpha split over them (Bonferroni).
+    """One process pair's test of one cell: looks at fixed sample counts, alpha split over them
+    (Bonferroni).
 
     Each interim look may reject at alpha / (2 x number of interim looks); the
-    final look -- at max_pairs, or earlier when the time budget ends the cell --
+    final look -- at max_samples, or earlier when the time budget ends the test --
     gets all the alpha not yet spent (at least alpha / 2). The total over the
-    looks never exceeds alpha, so the false-alarm rate of the cell stays <=
-    alpha however it stops; stopping as a pass ("clearly no regression") only
-    lowers it.
+    looks never exceeds alpha, so the test's false-alarm rate stays <= alpha
+    however it stops (when the two processes carry no offset of their own);
+    stopping as a pass ("clearly no regression") only lowers it.
 
-    `add(r)` takes one pair's log ratio and returns the stop reason once the
-    cell is decided, else None; `stop()` ends it early (time budget).
+    `add(r)` takes one sample pair's log ratio and returns the stop reason once
+    the test is decided, else None; `stop()` ends it early (time budget).
     """
 
-    def __init__(self, alpha: float, margin: float, max_pairs: int):
+    def __init__(self, alpha: float, margin: float, max_samples: int):
         self.alpha = alpha
         self.margin = margin
-        self.max_pairs = max_pairs
-        self.looks = looks_upto(max_pairs)
+        self.max_samples = max_samples
+        self.looks = looks_upto(max_samples)
         self.alpha_interim = alpha / (2 * max(1, len(self.looks) - 1))
         self.spent = 0.0
         self.r: list[float] = []
@@ -116,8 +113,8 @@ class SequentialTest:
     def add(self, r: float) -> str | None:
         self.r.append(float(r))
         n = len(self.r)
-        if n >= self.max_pairs:
-            return self.stop("max pairs")
+        if n >= self.max_samples:
+            return self.stop("max samples")
         if n not in self.looks:
             return None
         self._dec = decide(self.r, self.margin, self.alpha_interim)

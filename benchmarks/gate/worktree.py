@@ -40,7 +40,7 @@ def dirty_paths() -> list[str]:
 
 def changed_paths(commit: str) -> list[str]:
     """Files whose content in the working tree (uncommitted and untracked changes included) differs from `commit`."""
-    tracked = git("diff", "--name-only", commit).splitlines()
+    tracked = git("diff", "--name-only", "--no-renames", commit).splitlines()
     untracked = git("ls-files", "--others", "--exclude-standard").splitlines()
     return sorted({p for p in (*tracked, *untracked) if p})
 
