@@ -36,7 +36,7 @@ class _Cell:
     def __init__(self, send):
         self.send = send
         self.inner_times: list[float] = []
-        self.extra_work = None  # the self-test's injected slowdown: (array, sines per step)
+        self.extra_work = None  # the self-test's injected slowdown: (one unit of work, units per step)
 
     # ---- ops
 
@@ -120,8 +120,10 @@ class _Cell:
     def inject(self, fraction: float, steps: int = 1) -> dict:
         """The gate's self-test: from now on every timed block also does real extra compute (float64
         sines on the host, single-threaded, after the block's sync), `fraction` of a steady step's
-        time per step in it. The size is refitted from blocks of `steps` steps run with and without it, alternately:
-        between steps the work costs more than alone, never less."""
+        time per step in it. The size is refitted from blocks of `steps` steps run with and without
+        it, alternately: between steps the work costs more than alone, never less."""
+        import functools
+
         import numpy as np
 
         def blocks(per_step: int) -> tuple[float, float]:
@@ -129,17 +131,17 @@ class _Cell:
             plain, burned = [], []
             for _ in range(9):
                 for work, out in ((0, plain), (per_step, burned)):
-                    self.extra_work = (x, work) if work else None
+                    self.extra_work = (unit, work) if work else None
                     t0 = time.perf_counter()
                     self.impl.sync(self.impl.run_steps(self.device_batch, steps))
                     self._burn(steps)
                     out.append((time.perf_counter() - t0) / steps)
             return float(np.median(plain)), float(np.median(burned))
 
-        x = np.random.default_rng(0).standard_normal(1 << 14)
+        unit = functools.partial(np.sin, np.random.default_rng(0).standard_normal(1 << 14))
         t0 = time.perf_counter()
         for _ in range(50):
-            np.sin(x)
+            unit()
         alone = (time.perf_counter() - t0) / 50
         plain, _ = blocks(0)
         per_step = max(1, round(fraction * plain / alone))
@@ -147,16 +149,15 @@ class _Cell:
             plain, burned = blocks(per_step)
             per_step = max(1, round(fraction * plain / max((burned - plain) / per_step, alone)))
         plain, burned = blocks(per_step)
-        self.extra_work = (x, per_step)
+        self.extra_work = (unit, per_step)
         return {"step_s": plain, "work_units_per_step": per_step, "injected_fraction": burned / plain - 1}
 
     def _burn(self, steps: int) -> None:
+        """The injected work of `steps` steps (nothing is imported or built here: it runs while timed)."""
         if self.extra_work:
-            import numpy as np
-
-            x, per_step = self.extra_work
+            unit, per_step = self.extra_work
             for _ in range(steps * per_step):
-                np.sin(x)
+                unit()
 
     def warmup(self, n: int) -> list[float]:
         times = []

@@ -148,8 +148,8 @@ class Workers:
         with ThreadPoolExecutor(max_workers=len(sides)) as ex:
             jobs = {name: ex.submit(self.ready, s, cell, fitted[name]) for name, s in sides.items()}
         for name in sides:
-            if jobs[name].exception() is not None:
-                e = jobs[name].exception()
+            e = jobs[name].exception()
+            if e is not None:
                 raise e if isinstance(e, SideFailed) else SideFailed(name, f"{type(e).__name__}: {e}")
 
 
@@ -338,7 +338,6 @@ class Measurement:
             if not open_:
                 break
             sides = {name: Side(name, self.roots[name]) for name in SIDES}
-            stage = "while starting"
             try:
                 for n, gc in enumerate(open_):
                     stage = "while starting"
@@ -377,9 +376,7 @@ class Measurement:
                    stopped=(f"all {rule.n} process pairs showed a regression" if rule.regressed
                             else f"process pair {len(rule.decisions)} showed no regression"))
         if rec["metric"] == "step":
-            rec.update(base_step_s=last["base_s"], head_step_s=last["head_s"])
-            ratio_ref = baseline.normalised_ratio(self.refs.get(rec["key"]), rec["head_step_s"],
-                                                  rec.get("head_peak_flops"))
+            ratio_ref = baseline.normalised_ratio(self.refs.get(rec["key"]), rec["head_s"], rec.get("head_peak_flops"))
             if ratio_ref is not None:
                 rec["normalised_vs_reference"] = ratio_ref
         self.say(f"{rec['key']}: {'REGRESSED' if rule.regressed else 'pass'} -- {rec['stopped']}; ratio {ratio:.3f} "
