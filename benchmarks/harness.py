@@ -47,15 +47,19 @@ def code_fingerprint() -> str:
 class DataChoice:
     """How every process of this session loads the data (source resolved once, here)."""
 
-    source: str | None
+    source: str | None  # as asked; None: chosen per image size, on the first load of that size
     data_dir: str | None
     cache_dir: str
     summaries: dict = field(default_factory=dict)
+    resolved: dict = field(default_factory=dict)  # image size -> the automatic choice's summary
+
+    def source_for(self, image_size: int) -> str | None:
+        return self.source or self.resolved.get(image_size, {}).get("source")
 
     def kwargs(self, image_size: int, protocol: str, source: str | None = None) -> dict:
         own = source in (None, self.source)  # the step cells may use another source (synthetic)
         return {
-            "source": self.source if own else source,
+            "source": self.source_for(image_size) if own else source,
             "data_dir": self.data_dir if own else None,
             "image_size": image_size,
             "protocol": protocol,
@@ -70,10 +74,12 @@ class DataChoice:
         kw = self.kwargs(image_size, protocol, source)
         key = json.dumps(kw, sort_keys=True)
         if key not in self.summaries:
-            ds = load_dataset(log=log, **kw)
-            self.summaries[key] = portable(ds.summary())
+            summary = portable(load_dataset(log=log, **kw).summary())
             if self.source is None and source is None:
-                self.source = ds.source  # every later load uses what was resolved here
+                # every later load of this size names the source; the summaries keep why it was chosen
+                first = self.resolved.setdefault(image_size, summary)
+                summary.update({k: first[k] for k in ("source_reason", "notice")})
+            self.summaries[key] = summary
         return self.summaries[key]
 
 
@@ -201,8 +207,8 @@ class Session:
         """The command that measures this cell again (data given as on this run's command line)."""
         parts = ["pytest --benchmark-only", f"--xf-profile={self.profile.name}", f"--xf-impls={cell.impl}",
                  f"--xf-devices={cell.device}"]
-        if self.data.source:
-            parts.append(f"--xf-source={self.data.source}")
+        if source := self.data.source_for(cell.spec.image_size):
+            parts.append(f"--xf-source={source}")
         if cell.aa_copy:
             parts.append(f"--xf-aa={cell.impl}")
         return " ".join(parts + [f"-k '{select(cell)}'"])

@@ -23,7 +23,7 @@ from benchmarks.store import RunFolder, git_commit, now_iso
 def pytest_addoption(parser):
     g = parser.getgroup("xfbench")
     g.addoption("--xf-profile", default="default", help="quick (CI), default (main job) or full (GPUs)")
-    g.addoption("--xf-source", default=None, help="data source: tfds, folder or synthetic (default: auto)")
+    g.addoption("--xf-source", default=None, help="data source: tfds, folder, embedded, synthetic or archive (default: auto, per image size)")
     g.addoption("--xf-data-dir", default=None, help="the image folder for --xf-source folder")
     g.addoption("--xf-step-source", default=None, help="data source of the step-time cells (default: as --xf-source)")
     g.addoption("--xf-impls", default=",".join(registry.NAMES), help="comma-separated implementations")

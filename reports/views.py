@@ -31,6 +31,7 @@ NO_IMPL_COLOR = "#777777"  # a cell that names no implementation
 SOURCE_PLAIN = {
     "folder": "REAL data, read from a local folder",
     "tfds": "REAL data, from TensorFlow Datasets",
+    "embedded": "REAL data, from the copy shipped in the repository (byte-exact at this size)",
     "synthetic": "SYNTHETIC data: a deterministic stand-in, NOT Horses or Humans",
 }
 

@@ -95,13 +95,13 @@ def load(path: Path, expect: dict, log):
     return arrays, meta
 
 
-def save(path: Path, arrays: dict, meta: dict, log, compress: bool = False) -> bool:
+def save(path: Path, arrays: dict, meta: dict, log) -> bool:
     """Write atomically; on failure warn and return False (the data in memory is still good)."""
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache is meant to be shared

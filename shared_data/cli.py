@@ -48,9 +48,10 @@ seed_arg = bounded(int, 0, 2**32 - 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", choices=("tfds", "folder", "synthetic", "archive"), default=None,
-                        help="where the images come from (default: --data-dir / $XFBENCH_DATA_DIR folder, "
-                             "else TFDS if prepared or downloadable, else synthetic with a loud notice)")
+    parser.add_argument("--source", choices=("tfds", "folder", "embedded", "synthetic", "archive"), default=None,
+                        help="where the images come from (default: --data-dir / $XFBENCH_DATA_DIR folder, else a "
+                             "prepared TFDS copy, else the copy shipped in the repository at 32 and 64 px, else a "
+                             "TFDS download, else synthetic with a loud notice)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="folder with {train,validation}/{horses,humans}/*.png (implies --source folder)")
     parser.add_argument("--tfds-data-dir", default=None, metavar="DIR", help="TFDS data_dir (default: TFDS's own)")
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cache folder (default: $XFBENCH_CACHE_DIR or ./.xfbench/cache)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     parser.add_argument("--export", default=None, metavar="FILE",
-                        help="also write a compressed archive of the dataset (read it with --source archive --data-dir FILE)")
+                        help="also write a compact archive of the dataset (lossless WebP; read it with --source archive --data-dir FILE)")
 
 
 def run(args: argparse.Namespace) -> int:

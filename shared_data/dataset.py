@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cache, preprocess, protocols, sources
+from . import archive, cache, preprocess, protocols, sources
 from .errors import DataError
 from .sources import CLASS_NAMES
 
-SOURCES = ("tfds", "folder", "synthetic", "archive")
+SOURCES = ("tfds", "folder", "embedded", "synthetic", "archive")
 DATA_DIR_ENV = "XFBENCH_DATA_DIR"
 
 SYNTHETIC_NOTICE = ("SYNTHETIC DATA: a deterministic stand-in with the shapes and split sizes of Horses or "
@@ -29,7 +29,7 @@ class Dataset:
     y_train: np.ndarray = field(repr=False)  # int32 (N,), horses=0 humans=1
     x_test: np.ndarray = field(repr=False)
     y_test: np.ndarray = field(repr=False)
-    source: str  # "tfds" | "folder" | "synthetic"
+    source: str  # "tfds" | "folder" | "embedded" | "synthetic" ("archive" reads as the source it copies)
     source_detail: str
     protocol: str
     image_size: int
@@ -116,8 +116,19 @@ def _archive_choice(data_dir) -> _Choice:
     return _Choice("archive", f"--source archive with --data-dir {path}", root=path, detail=str(path))
 
 
-def resolve_source(source, data_dir, tfds_data_dir, log) -> _Choice:
-    """Pick the source. An explicit choice that fails raises; only the default may fall back."""
+def _embedded_choice(image_size, reason) -> _Choice:
+    path = archive.embedded_path(image_size)
+    if not path.is_file():
+        sizes = ", ".join(f"{s}" for s in archive.embedded_sizes()) or "none (the checkout lost them)"
+        raise DataError(f"the repository ships the real images at {sizes} px, not at {image_size} px "
+                        f"(an embedded copy is never resampled to another size); pass --image-size "
+                        f"{' or '.join(map(str, archive.embedded_sizes())) or '32 or 64'}, or {sources.OFFLINE_OPTIONS}")
+    return _Choice("embedded", reason, root=path, detail=str(path.relative_to(archive.EMBEDDED_DIR.parents[1])))
+
+
+def resolve_source(source, data_dir, tfds_data_dir, log, image_size) -> _Choice:
+    """Pick the source for `image_size`. An explicit choice that fails raises; only the default
+    falls back: folder, TFDS copy, the embedded copy at this size, a TFDS download, synthetic."""
     if source is not None and source not in SOURCES:
         raise DataError(f"unknown source {source!r}; pass --source {', '.join(SOURCES)} (or leave it out to pick automatically)")
     env_dir = os.environ.get(DATA_DIR_ENV) or None
@@ -135,6 +146,11 @@ def resolve_source(source, data_dir, tfds_data_dir, log) -> _Choice:
         return _tfds_choice(tfds_data_dir, "--source tfds")
     if source == "archive":
         return _archive_choice(data_dir)
+    if source == "embedded":
+        if data_dir:
+            raise DataError("--data-dir was given with --source embedded, which reads the copy in the repository; "
+                            "drop one of them")
+        return _embedded_choice(image_size, "--source embedded")
     if source == "synthetic":
         if data_dir:
             raise DataError("--data-dir was given with --source synthetic, which reads no files; drop one of them")
@@ -147,11 +163,17 @@ def resolve_source(source, data_dir, tfds_data_dir, log) -> _Choice:
     prepared = sources.tfds_prepared(tfds_data_dir)
     if prepared is not None:
         return _tfds_choice(tfds_data_dir, f"TFDS copy prepared at {prepared}")
+    if archive.embedded_path(image_size).is_file():
+        # the very bytes a folder or TFDS download gives at this size (same fingerprint): no download
+        return _embedded_choice(image_size, f"no --data-dir/{DATA_DIR_ENV} and no TFDS copy; the real images "
+                                            f"ship with the repository at {image_size} px")
     ok, why = sources.probe_download()
     if ok:
         return _tfds_choice(tfds_data_dir, f"no --data-dir/{DATA_DIR_ENV}; TFDS not prepared but downloadable ({why})")
+    sizes = " and ".join(map(str, archive.embedded_sizes()))
     reason = (f"FALLBACK: no --data-dir, no {DATA_DIR_ENV}, TFDS not prepared under "
-              f"{sources.tfds_data_dir_path(tfds_data_dir)} and not downloadable ({why})")
+              f"{sources.tfds_data_dir_path(tfds_data_dir)} and not downloadable ({why}), and the "
+              f"repository ships the real images at {sizes} px only, not at {image_size} px")
     notice = f"{SYNTHETIC_NOTICE}. {reason}. To use the real images: {sources.REAL_DATA_OPTIONS}"
     banner = "!" * 78
     log(f"[data] {banner}\n[data] {notice}\n[data] {banner}")
@@ -177,9 +199,10 @@ def load_dataset(source=None, data_dir=None, image_size=64, protocol="original",
                  cache_dir=None, tfds_data_dir=None, log=print) -> Dataset:
     """Load (from cache, or build and cache) the preprocessed Horses or Humans dataset.
 
-    source: "tfds" | "folder" | "synthetic" | None (automatic: data_dir -> folder;
-    else $XFBENCH_DATA_DIR -> folder; else TFDS if prepared or downloadable (3 s
-    probe); else synthetic, announced loudly). An explicit source never falls back.
+    source: "tfds" | "folder" | "embedded" | "synthetic" | "archive" | None (automatic:
+    data_dir -> folder; else $XFBENCH_DATA_DIR -> folder; else a prepared TFDS copy; else
+    the copy shipped in the repository where it has `image_size`; else TFDS if downloadable
+    (3 s probe); else synthetic, announced loudly). An explicit source never falls back.
     Raises DataError on any bad input.
     """
     if log is None:
@@ -188,20 +211,17 @@ def load_dataset(source=None, data_dir=None, image_size=64, protocol="original",
     protocol = protocols.check_protocol(protocol)
     seed = protocols.check_seed(seed)
     t0 = time.perf_counter()
-    choice = resolve_source(source, data_dir, tfds_data_dir, log)
+    choice = resolve_source(source, data_dir, tfds_data_dir, log, image_size)
     log(f"[data] source: {choice.source} ({choice.reason})")
-    if choice.source == "archive":
-        # a carried copy of a cache: read as it is, never rebuilt
+    carried = choice.source in ("archive", "embedded")  # read as it is, never rebuilt or cached
+    if carried:
         path = choice.root
-        expect = {"format": cache.FORMAT, "image_size": image_size, "preprocess_version": preprocess.PREPROCESS_VERSION}
+        hit = archive.read(path, image_size, preprocess.PREPROCESS_VERSION)
     else:
         path = cache.ensure_dir(cache_dir) / _cache_name(choice, image_size)
         expect = {"format": cache.FORMAT, "source": choice.source, "image_size": image_size,
                   "preprocess_version": preprocess.PREPROCESS_VERSION, "source_digest": choice.digest}
-    hit = cache.load(path, expect, log)
-    if hit is None and choice.source == "archive":
-        raise DataError(f"archive {path} is unreadable, corrupt or not a {image_size}px dataset "
-                        f"(see the warning above); export it again with `xfbench data --image-size {image_size} --export FILE`")
+        hit = cache.load(path, expect, log)
     if hit is not None:
         arrays, meta = hit
         raw = sources.Raw(
@@ -211,9 +231,10 @@ def load_dataset(source=None, data_dir=None, image_size=64, protocol="original",
             detail=meta.get("source_detail", choice.detail))
         base_fp = meta["fingerprint"]
         from_cache = True
-        if choice.source == "archive":  # results name where the pixels came from
-            choice = _Choice(meta["source"], choice.reason, notice=choice.notice, digest=meta["source_digest"],
-                             detail=f"archive {path} of {raw.detail}")
+        if carried:  # results name where the pixels came from
+            kind = "embedded copy" if choice.source == "embedded" else "archive"
+            choice = _Choice("embedded" if choice.source == "embedded" else meta["source"], choice.reason,
+                             notice=choice.notice, digest=meta["source_digest"], detail=f"{kind} {choice.detail} of {raw.detail}")
             raw.detail = choice.detail
     else:
         if choice.source == "folder":
@@ -246,19 +267,14 @@ def load_dataset(source=None, data_dir=None, image_size=64, protocol="original",
     log(f"[data] {ds.source} {protocol} {image_size}px: train {len(ds.y_train)} "
         f"({c['train']['horses']} horses/{c['train']['humans']} humans), test {len(ds.y_test)} "
         f"({c['test']['horses']}/{c['test']['humans']}); fingerprint {fp[:16]}; "
-        f"{'cache hit' if from_cache else 'built'} {path} in {time.perf_counter() - t0:.2f}s")
+        f"{'read' if carried else 'cache hit' if from_cache else 'built'} {path} in {time.perf_counter() - t0:.2f}s")
     if ds.synthetic:
         log(f"[data] NOTE: {ds.notice}")
     return ds
 
 
 def export_archive(ds: Dataset, out, log=print) -> Path:
-    """A compressed copy of `ds`'s cache file: `--source archive` reads it where the images are not."""
-    hit = cache.load(Path(ds.cache_path), {}, log)
-    if hit is None:
-        raise DataError(f"cannot export: the cache {ds.cache_path} is unreadable; run `xfbench data` again")
-    arrays, meta = hit
-    out = Path(out)
-    if not (cache.ensure_dir(out.parent) and cache.save(out, arrays, meta, log, compress=True)):
-        raise DataError(f"cannot write the archive {out}; choose a writable path for --export")
-    return out
+    """A compact copy of `ds`'s images (all of them, before the protocol): `--source archive` reads it
+    where the images are not. The shipped embedded copies are such exports of the image folder."""
+    arrays, meta = archive.read(Path(ds.cache_path), ds.image_size, preprocess.PREPROCESS_VERSION)  # a cache reads as format 1
+    return archive.write(Path(out), arrays, meta, log)

@@ -1,14 +1,17 @@
 """Tests of shared_data: sources, preprocessing, cache, protocols, batches and the CLI.
 
-CPU only and small: the real images are decoded once per session at 16x16; every
-bad-input and cache test runs on a tiny copy (2 PNGs per class folder) in tmp.
-The real folder (../shared/datasets/horse-or-human from the repo root, or
-$XFBENCH_DATA_DIR) must exist: CI provides it, so its absence FAILS the tests.
+CPU only and small: every bad-input and cache test runs on a tiny folder of PNGs the
+tests draw themselves (2 per class folder, 300x300 RGBA like the originals); the
+protocol tests run on the real images the repository ships (shared_data/embedded).
+Tests that need the full real folder (../shared/datasets/horse-or-human from the
+repo root, or $XFBENCH_DATA_DIR: the counts, TFDS's decode, the embedded copies'
+fingerprints) skip without it, and fail under XFBENCH_REQUIRE_ALL=1, as CI runs them.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -22,20 +25,11 @@ from PIL import Image
 
 import shared_data
 from shared_data import DataError, Dataset, epoch_batches, load_dataset
-from shared_data import batches, cache, cli, preprocess, sources
+from shared_data import archive, batches, cache, cli, preprocess, sources
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_REAL = REPO.parent / "shared" / "datasets" / "horse-or-human"
+import prerequisites
+
 SPLIT_DIRS = {"train": "train", "test": "validation"}
-_ENV_REAL = os.environ.get("XFBENCH_DATA_DIR")  # read before any test clears it
-
-
-def _real_dir() -> Path:
-    path = Path(_ENV_REAL or DEFAULT_REAL)
-    if not all((path / s / c).is_dir() for s in SPLIT_DIRS.values() for c in sources.CLASS_NAMES):
-        pytest.fail(f"real Horses or Humans folder missing at {path}: set XFBENCH_DATA_DIR or provide "
-                    f"{DEFAULT_REAL} (CI does)")
-    return path
 
 
 def _quiet(*_a, **_k):
@@ -53,7 +47,7 @@ class _Log(list):
 
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
-    return _real_dir()
+    return prerequisites.found("real_dir")
 
 
 @pytest.fixture(scope="session")
@@ -73,19 +67,32 @@ def _no_env_data_dir(monkeypatch):
     monkeypatch.delenv("XFBENCH_CACHE_DIR", raising=False)
 
 
-def make_tiny(real_dir: Path, dest: Path, per_class: int = 2) -> Path:
-    """A small copy of the archive layout: `per_class` real PNGs per class folder."""
-    for split in SPLIT_DIRS.values():
-        for cls in sources.CLASS_NAMES:
-            (dest / split / cls).mkdir(parents=True)
-            for f in sorted((real_dir / split / cls).glob("*.png"))[:per_class]:
-                shutil.copy2(f, dest / split / cls / f.name)
+def make_tiny(dest: Path, per_class: int = 2) -> Path:
+    """The archive layout with `per_class` drawn PNGs per class folder: 300x300 RGBA, as the originals."""
+    for split, sub in SPLIT_DIRS.items():
+        for label, cls in enumerate(sources.CLASS_NAMES):
+            (dest / sub / cls).mkdir(parents=True)
+            for i in range(per_class):
+                rgb = sources.synthetic_image(split, i, label)
+                alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+                Image.fromarray(np.concatenate([rgb, alpha], axis=-1)).save(dest / sub / cls / f"{cls}{i:02d}.png")
     return dest
 
 
+@pytest.fixture(scope="session")
+def tiny_original(tmp_path_factory) -> Path:
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "hoh")
+
+
 @pytest.fixture
-def tiny(real_dir, tmp_path) -> Path:
-    return make_tiny(real_dir, tmp_path / "hoh")
+def tiny(tiny_original, tmp_path) -> Path:
+    """A fresh copy per test: the bad-input tests damage it."""
+    return Path(shutil.copytree(tiny_original, tmp_path / "hoh"))
+
+
+@pytest.fixture(scope="session")
+def embedded32() -> Dataset:
+    return load_dataset(source="embedded", image_size=32, log=_quiet)
 
 
 # ----------------------------------------------------------------------------- real data
@@ -106,10 +113,10 @@ def test_real_counts_shapes_and_labels(real16):
     json.dumps(s)
 
 
-def test_labels_follow_folders(real_dir):
+def test_labels_follow_folders(tiny):
     """horses=0, humans=1: a horse PNG decodes into the label-0 block."""
-    key, _ = sources.decode_png(sorted((real_dir / "train/horses").glob("*.png"))[0], 16)
-    listing, _ = sources.scan_folder(real_dir)
+    key, _ = sources.decode_png(sorted((tiny / "train/horses").glob("*.png"))[0], 16)
+    listing, _ = sources.scan_folder(tiny)
     assert listing["train"][0][1] == 0 and listing["train"][-1][1] == 1
     assert len(key) == 32
 
@@ -140,8 +147,8 @@ def test_decode_matches_tfds_byte_for_byte(real_dir):
         assert np.array_equal(ours, theirs), f
 
 
-def test_resize_is_pil_bilinear_and_identity_at_native(real_dir):
-    f = sorted((real_dir / "train/humans").glob("*.png"))[0]
+def test_resize_is_pil_bilinear_and_identity_at_native(tiny):
+    f = sorted((tiny / "train/humans").glob("*.png"))[0]
     rgb = np.asarray(Image.open(f).convert("RGB"))
     assert np.array_equal(preprocess.resize(rgb, 300), rgb)
     want = np.asarray(Image.fromarray(rgb).resize((32, 32), Image.Resampling.BILINEAR))
@@ -150,27 +157,24 @@ def test_resize_is_pil_bilinear_and_identity_at_native(real_dir):
     assert np.array_equal(got, want)
 
 
-def test_resplit_stratified_seeded_same_pool(real16, real_dir, real_cache):
-    r0 = load_dataset(source="folder", data_dir=real_dir, image_size=16, protocol="resplit", seed=0,
-                      cache_dir=real_cache, log=_quiet)
-    r0b = load_dataset(source="folder", data_dir=real_dir, image_size=16, protocol="resplit", seed=0,
-                       cache_dir=real_cache, log=_quiet)
-    r1 = load_dataset(source="folder", data_dir=real_dir, image_size=16, protocol="resplit", seed=1,
-                      cache_dir=real_cache, log=_quiet)
+def test_resplit_stratified_seeded_same_pool(embedded32):
+    orig = embedded32
+
+    def resplit(seed):
+        return load_dataset(source="embedded", image_size=32, protocol="resplit", seed=seed, log=_quiet)
+
+    r0, r0b, r1 = resplit(0), resplit(0), resplit(1)
     for r in (r0, r1):
-        assert r.from_cache  # the resplit reuses the decoded cache; no second decode
         assert r.split_counts() == {"train": {"horses": 500, "humans": 527}, "test": {"horses": 128, "humans": 128}}
         # same pool of images, just divided differently
         pooled = np.concatenate([r.x_train, r.x_test]).reshape(1283, -1)
-        orig = np.concatenate([real16.x_train, real16.x_test]).reshape(1283, -1)
-        assert sorted(map(bytes, pooled)) == sorted(map(bytes, orig))
+        assert sorted(map(bytes, pooled)) == sorted(map(bytes, np.concatenate([orig.x_train, orig.x_test]).reshape(1283, -1)))
         assert np.all(np.diff(r.y_train) >= 0) and np.all(np.diff(r.y_test) >= 0)  # canonical order
     assert r0.fingerprint == r0b.fingerprint
-    assert len({r0.fingerprint, r1.fingerprint, real16.fingerprint}) == 3
+    assert len({r0.fingerprint, r1.fingerprint, orig.fingerprint}) == 3
     test0 = set(map(bytes, r0.x_test.reshape(256, -1)))
     test1 = set(map(bytes, r1.x_test.reshape(256, -1)))
-    orig_test = set(map(bytes, real16.x_test.reshape(256, -1)))
-    assert test0 != test1 and test0 != orig_test
+    assert test0 != test1 and test0 != set(map(bytes, orig.x_test.reshape(256, -1)))
 
 
 # ----------------------------------------------------------------------------- order and determinism
@@ -600,18 +604,17 @@ def _cli(argv, capsys):
     return rc, out, err
 
 
-def test_cli_json_is_one_object(real16, real_dir, real_cache, capsys):
-    rc, out, err = _cli(["--source", "folder", "--data-dir", str(real_dir), "--image-size", "16",
-                         "--cache-dir", str(real_cache), "--json"], capsys)
+def test_cli_json_is_one_object(embedded32, tmp_path, capsys):
+    rc, out, err = _cli(["--source", "embedded", "--image-size", "32", "--cache-dir", str(tmp_path), "--json"], capsys)
     assert rc == 0
     assert out.count("\n") == 1 and out.endswith("\n")
     s = json.loads(out)
     for key in ("source", "protocol", "image_size", "seed", "splits", "fingerprint", "cache_path", "from_cache"):
         assert key in s
-    assert s["source"] == "folder" and s["image_size"] == 16 and s["from_cache"] is True
+    assert s["source"] == "embedded" and s["image_size"] == 32 and s["from_cache"] is True
     assert s["splits"] == {"train": {"horses": 500, "humans": 527}, "test": {"horses": 128, "humans": 128}}
-    assert s["fingerprint"] == real16.fingerprint
-    assert "[data] source: folder" in err  # logs go to stderr
+    assert s["fingerprint"] == embedded32.fingerprint
+    assert "[data] source: embedded" in err  # logs go to stderr
 
 
 def test_cli_human_output(tiny, tmp_path, capsys):
@@ -646,14 +649,100 @@ def test_public_api_names():
 
 def test_archive_travels_without_the_images(tiny, tmp_path):
     ds, _ = _load_tiny(tiny, tmp_path / "c")
-    archive = shared_data.dataset.export_archive(ds, tmp_path / "carry" / "data.npz", _quiet)
+    carried = shared_data.dataset.export_archive(ds, tmp_path / "carry" / "data.npz", _quiet)
+    meta = json.loads(str(np.load(carried)["meta"]))
+    assert meta["format"] == archive.FORMAT and meta["codec"] == "webp-lossless"
+    assert not any(os.path.isabs(w) for w in meta["source_detail"].split())  # the archive travels
     shutil.rmtree(tiny)  # the images are gone, as on a GPU box
-    back = load_dataset(source="archive", data_dir=str(archive), image_size=16, log=_quiet)
+    back = load_dataset(source="archive", data_dir=str(carried), image_size=16, log=_quiet)
     assert back.fingerprint == ds.fingerprint and back.source == "folder"
-    assert back.source_detail.startswith(f"archive {archive}")
-    assert np.array_equal(back.x_train, ds.x_train)
-    with pytest.raises(DataError, match="not a 32px dataset"):
-        load_dataset(source="archive", data_dir=str(archive), image_size=32, log=_quiet)
-    archive.write_bytes(archive.read_bytes()[:1000])
-    with pytest.raises(DataError, match=f"archive {archive} is unreadable"):
-        load_dataset(source="archive", data_dir=str(archive), image_size=16, log=_quiet)
+    assert back.source_detail.startswith(f"archive {carried}")
+    assert np.array_equal(back.x_train, ds.x_train) and np.array_equal(back.x_test, ds.x_test)
+    with pytest.raises(DataError, match="made for image_size=16, not 32"):
+        load_dataset(source="archive", data_dir=str(carried), image_size=32, log=_quiet)
+    # an archive from before format 2 (the cache file itself) still reads, and the content keys
+    # travel: both give the same resplit
+    old = load_dataset(source="archive", data_dir=ds.cache_path, image_size=16, log=_quiet)
+    assert old.fingerprint == ds.fingerprint
+
+    def resplit(path):
+        return load_dataset(source="archive", data_dir=str(path), image_size=16, protocol="resplit", log=_quiet)
+
+    assert resplit(carried).fingerprint == resplit(ds.cache_path).fingerprint != ds.fingerprint
+    carried.write_bytes(carried.read_bytes()[:1000])
+    with pytest.raises(DataError, match=f"archive {carried} is unreadable"):
+        load_dataset(source="archive", data_dir=str(carried), image_size=16, log=_quiet)
+
+
+def test_archive_with_changed_pixels_is_refused_naming_it(tiny, tmp_path):
+    ds, _ = _load_tiny(tiny, tmp_path / "c")
+    path = shared_data.dataset.export_archive(ds, tmp_path / "a.npz", _quiet)
+    with np.load(path) as z:
+        parts = {k: z[k] for k in z.files}
+    meta = json.loads(str(parts.pop("meta")))
+    x = np.concatenate([ds.x_train, ds.x_test]).copy()
+    x[0, 0, 0, 0] ^= 1  # one bit of one pixel, still a valid WebP
+    parts["sheets"] = np.frombuffer(b"".join(archive.encode_sheets(x)), np.uint8)
+    parts["sheet_sizes"] = np.asarray([len(b) for b in archive.encode_sheets(x)], np.int64)
+    cache.save(path, parts, meta, _quiet)
+    with pytest.raises(DataError, match=f"archive {path} is corrupt.*export it again"):
+        load_dataset(source="archive", data_dir=str(path), image_size=16, log=_quiet)
+
+
+@pytest.mark.parametrize("n, size", [(1, 8), (7, 16), (40, 300)])
+def test_webp_sheets_round_trip_byte_exact(n, size):
+    x = np.random.default_rng(n).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    sheets = archive.encode_sheets(x)
+    assert np.array_equal(archive.decode_sheets(sheets, n, size), x)
+    big = archive._tiles_per_side(1283, 1024)  # WebP's 16383 px limit: several sheets, never one too wide
+    assert big * 1024 <= archive.MAX_SHEET_SIDE
+
+
+# ----------------------------------------------------------------------------- the embedded copy
+
+
+def test_embedded_copies_load_under_the_current_preprocessing():
+    """A fresh clone reads the real images at 32 and 64 px: a preprocessing bump without a new
+    export fails here, instead of quietly sending fresh clones back to synthetic data."""
+    assert archive.embedded_sizes() == (32, 64)
+    for size in archive.embedded_sizes():
+        ds = load_dataset(source="embedded", image_size=size, log=_quiet)
+        assert ds.source == "embedded" and not ds.synthetic and ds.notice == ""
+        assert ds.x_train.shape == (1027, size, size, 3) and ds.x_test.shape == (256, size, size, 3)
+        assert ds.split_counts() == {"train": {"horses": 500, "humans": 527}, "test": {"horses": 128, "humans": 128}}
+        assert ds.source_detail == f"embedded copy shared_data/embedded/horses_or_humans-{size}px.npz of horse-or-human"
+        with np.load(archive.embedded_path(size)) as z:
+            meta = json.loads(str(z["meta"]))
+        assert meta["preprocess_version"] == preprocess.PREPROCESS_VERSION and meta["fingerprint"] == ds.fingerprint
+        strings = [v for v in meta.values() if isinstance(v, str)]
+        assert not any(os.path.isabs(w) or "/root/" in w or "/home/" in w for v in strings for w in v.split())
+    licence = (archive.EMBEDDED_DIR / "README.md").read_text()
+    assert "Laurence Moroney" in licence and "CC BY 2.0" in licence
+
+
+def test_auto_source_is_chosen_per_image_size(offline, small_synthetic, tmp_path):
+    """Offline, nothing named: the embedded copy where it has the size, else synthetic, announced."""
+    log = _Log()
+    ds = load_dataset(image_size=64, cache_dir=tmp_path / "c", log=log)
+    assert ds.source == "embedded" and "ship with the repository at 64 px" in ds.source_reason
+    assert "!!!!" not in log.text and not ds.synthetic
+    ds = load_dataset(image_size=48, cache_dir=tmp_path / "c", log=log)
+    assert ds.source == "synthetic" and "32 and 64 px only, not at 48 px" in ds.notice and "!!!!" in log.text
+
+
+def test_embedded_is_never_resampled_to_another_size(tmp_path):
+    msg = _expect_error(["32, 64 px, not at 48 px", "never resampled", "--image-size 32 or 64", "--source folder"],
+                        source="embedded", image_size=48, cache_dir=tmp_path)
+    assert "Traceback" not in msg
+    _expect_error(["--source embedded", "drop one"], source="embedded", data_dir=str(tmp_path), image_size=32)
+
+
+def test_embedded_copies_equal_the_folder_at_their_sizes(real_dir, real_cache):
+    """Byte-exact: at each embedded size the folder source gives the embedded copy's fingerprint,
+    for both protocols."""
+    for size, protocol in itertools.product(archive.embedded_sizes(), ("original", "resplit")):
+        folder = load_dataset(source="folder", data_dir=real_dir, image_size=size, protocol=protocol,
+                              cache_dir=real_cache, log=_quiet)
+        embedded = load_dataset(source="embedded", image_size=size, protocol=protocol, log=_quiet)
+        assert embedded.fingerprint == folder.fingerprint, protocol
+        assert np.array_equal(embedded.x_train, folder.x_train) and np.array_equal(embedded.y_test, folder.y_test)

@@ -141,6 +141,27 @@ def test_benchmark_json_has_every_figure(bench_run):
     assert list((tmp / "storage").rglob("*.json")), "the run was not saved in pytest-benchmark's storage"
 
 
+def test_the_automatic_source_is_resolved_per_image_size(tmp_path, monkeypatch):
+    """Offline, nothing named: the session's 32 px cells read the embedded real images and its 48 px
+    cells the synthetic stand-in; workers are told the resolved source, and every summary keeps the
+    automatic choice's reason."""
+    from benchmarks.harness import DataChoice
+    from shared_data import sources
+
+    monkeypatch.delenv("XFBENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no-tfds"))
+    monkeypatch.setattr(sources, "PROBE_URL", "https://127.0.0.1:9/offline.zip")
+    data = DataChoice(source=None, data_dir=None, cache_dir=str(tmp_path / "cache"))
+    first = data.prepare(32, "original", log=lambda m: None)
+    assert first["source"] == "embedded" and data.kwargs(32, "resplit")["source"] == "embedded"
+    resplit = data.prepare(32, "resplit", log=lambda m: None)
+    assert resplit["source_reason"] == first["source_reason"] and "ship with the repository" in first["source_reason"]
+    assert not os.path.isabs(first["cache_path"]) and "/" not in first["source_detail"].split(" of ")[1]
+    other = data.prepare(48, "original", log=lambda m: None)
+    assert other["source"] == "synthetic" and "FALLBACK" in other["notice"]
+    assert data.kwargs(48, "original")["source"] == "synthetic" and data.source is None
+
+
 def test_calls_are_sized_so_the_round_trip_stays_small():
     assert calls_steps(step_s=0.5, rtt_s=0.001, min_call_s=0.05) == 1
     assert calls_steps(step_s=0.002, rtt_s=0.00001, min_call_s=0.05) == 25  # the 50 ms floor

@@ -17,7 +17,7 @@ How it works, with no extra Python dependency:
    (a wide table scrolls in its own box; a machine label stays on one line, shortened if
    need be); a cell's command wraps inside the window, even in a scroll box.
 
-If chromium is missing the test FAILS (CI installs it) unless XFBENCH_SKIP_BROWSER=1.
+If chromium is missing the tests skip, or fail where XFBENCH_REQUIRE_ALL=1 (CI installs it).
 Set XFBENCH_SCREENSHOT=path.png to keep the screenshot.
 """
 
@@ -36,10 +36,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report_samples  # noqa: E402  (test fixtures)
+import prerequisites  # noqa: E402
 
 from reports.build import build_report  # noqa: E402
 
-CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -126,27 +126,9 @@ PROBE = r"""
 """
 
 
-def find_chromium() -> str | None:
-    for name in CANDIDATES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 @pytest.fixture(scope="module")
 def chromium():
-    path = find_chromium()
-    if path is None:
-        if os.environ.get("XFBENCH_SKIP_BROWSER") == "1":
-            pytest.skip("XFBENCH_SKIP_BROWSER=1 and no chromium installed")
-        pytest.fail(
-            "headless Chromium is required for the report's browser test but none was found "
-            f"(looked for {', '.join(CANDIDATES)}). Install it with `apt-get install -y chromium`, "
-            "or set XFBENCH_SKIP_BROWSER=1 to skip this test.",
-            pytrace=False,
-        )
-    return path
+    return prerequisites.found("chromium")
 
 
 @pytest.fixture(scope="module")
