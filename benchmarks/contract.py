@@ -16,6 +16,8 @@ What an implementation must provide (the abstract methods below):
     logits(images)               uint8 NHWC images -> numpy logits (inference mode)
     flops_per_step(device_batch) FLOPs of one step from the compiler's cost analysis, or None
     trace_count()                step traces so far (None where the runtime counts compiles)
+    prepare(device_batch)        everything the first step would otherwise do besides tracing and
+                                 compiling it (default: nothing; Keras builds its optimizer here)
     forget_compiled()            drop the compiled step: the next train_step traces and compiles
                                  again (compile time sampled repeatedly in one process)
     timed_region                 one sentence: what a timed step contains
@@ -23,9 +25,10 @@ What an implementation must provide (the abstract methods below):
 Shared here: weight key and shape checks (`get_weights`, `set_weights`), padded
 evaluation (`evaluate`), so every implementation scores a split the same way, and
 two defaults an implementation overrides where its framework's own loop differs:
-`run_steps`, the timed body (n `train_step`s; Keras resets its metrics once per
-epoch, not per step), and `fit_epoch`, an epoch as the framework's users run it
-(one step per host batch; Keras users call `model.fit`), described by `user_loop`.
+`run_steps`, the timed body (n `train_step`s), `before_timing`, what the framework's
+loop does once before them (nothing; Keras resets its metrics, as `fit` does once per
+epoch), and `fit_epoch`, an epoch as the framework's users run it (one step per host
+batch; Keras users call `model.fit`), described by `user_loop`.
 """
 
 from __future__ import annotations
@@ -116,6 +119,15 @@ class Implementation(abc.ABC):
         for _ in range(n):
             loss = self.train_step(device_batch)
         return loss
+
+    def prepare(self, device_batch: Any) -> None:
+        """Called in set-up, after the runtime started and the weights exist: build whatever the first
+        train step would otherwise build besides its own compiled function (model and optimizer state),
+        so that the first step's extra time is the step's trace and compile alone, in every framework."""
+
+    def before_timing(self) -> None:
+        """Once, after the warm-up and before the timed rounds: what the framework's own loop does
+        once per epoch rather than per step, so that no timed call does it."""
 
     user_loop = "one jitted train step per host batch, each batch copied to the device, one sync at the end"
 

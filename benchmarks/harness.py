@@ -136,6 +136,7 @@ class Session:
         self.step_source = config.getoption("xf_step_source")
         self.run: RunFolder | None = None
         self.resumable: dict[str, tuple[str, dict]] = {}
+        self.config_steps: dict[tuple, int] = {}  # configuration -> steps per timed call
         self.cells_done = 0
         self.matmul_rates: dict[str, dict] = {}
 
@@ -151,18 +152,14 @@ class Session:
     # ---- the device's matmul rate: once per device and run, in its own process
 
     def matmul_rate(self, device: str) -> dict:
-        """Measured float32 matmul rate of `device` (by JAX where an implementation uses it, else
-        TensorFlow): the one figure every cell of this device and run is rated against."""
+        """The measured matmul rate of `device` (one method, whatever implementations run: the
+        worker's `matmul_rate`): the one figure every cell of this device and run is rated against."""
         if device not in self.matmul_rates:
-            backends = {registry.entry(i).backend for i in self.impls}
-            backend = "jax" if "jax" in backends else sorted(backends)[0]
-            n, repeats = (2048, 10) if device == "cpu" else (8192, 20)
             with Worker(self.run.log_path(f"matmul-rate-{device}"), None, self.profile.cell_timeout_s) as w:
-                self.matmul_rates[device] = w.call("matmul_rate", backend=backend, device=device, n=n,
-                                                   repeats=repeats)
-            rate = self.matmul_rates[device]
-            self.say(f"measured matmul rate on {device}: {rate['flops'] / 1e9:.1f} GFLOP/s "
-                     f"({rate['precision']}, {rate['framework']}, {n}x{n}, best of {repeats})")
+                self.matmul_rates[device] = rate = w.call("matmul_rate", device=device)
+            default = (f"; {rate['default_flops'] / 1e9:.1f} GFLOP/s at {rate['default_precision']}"
+                       if "default_flops" in rate else "")
+            self.say(f"measured matmul rate on {device}: {rate['flops'] / 1e9:.1f} GFLOP/s ({rate['method']}){default}")
         return self.matmul_rates[device]
 
     # ---- cells
@@ -253,6 +250,25 @@ class Session:
         planned = len(self.run.meta()["planned"])
         self.say(f"{cell.id}: {status}{' -- ' + reason.splitlines()[0] if reason else ''} ({self.cells_done}/{planned} cells)")
 
+    # ---- steps per timed call: one per configuration
+
+    @staticmethod
+    def configuration(cell: Cell) -> tuple:
+        return (cell.device, cell.spec.image_size, cell.spec.pool_stride, cell.train.batch_size)
+
+    def steps_per_call(self, cell: Cell, steady_s: float, rtt_s: float) -> int:
+        """The same number of steps per timed call for every implementation and process of a
+        configuration (so their spreads describe the same thing): set by its first cell to run, as
+        if the fastest were FASTEST_MARGIN times faster than it; cells reused from an interrupted
+        run keep theirs."""
+        config = self.configuration(cell)
+        if config not in self.config_steps:
+            self.config_steps[config] = calls_steps(steady_s / FASTEST_MARGIN, rtt_s, self.profile.min_call_s)
+        return self.config_steps[config]
+
+    def reuse_steps_per_call(self, cell: Cell, n: int) -> None:
+        self.config_steps.setdefault(self.configuration(cell), n)
+
     # ---- reuse: cached figures, and cells finished by an interrupted run
 
     def key(self, **parts) -> str:
@@ -284,32 +300,62 @@ class Session:
     def store_figures(self, key: str, figures: dict) -> None:
         write_json(self.home / "cache" / "figures" / f"{key}.json", figures)
 
-    def interrupted_cells(self) -> dict[str, tuple[str, dict]]:
-        """cell_key -> (run id, record) for the ok cells of earlier runs that never finished."""
+    def interrupted_run(self, planned: list[str]) -> RunFolder | None:
+        """The newest interrupted run of this very plan (same profile and cells): resumed in place, so
+        that it keeps its run id and its cells stay one run."""
+        if self.config.getoption("xf_fresh"):
+            return None
+        for run_dir in sorted((self.home / "runs").glob("*/"), reverse=True):
+            run = RunFolder(run_dir)
+            try:
+                meta = run.meta()
+                if (run.interrupted() and meta.get("planned") == planned and meta.get("profile") == self.profile.name
+                        and run.claim()):
+                    return run
+            except ResultFileError:
+                continue
+        return None
+
+    def interrupted_cells(self, cells: list[Cell]) -> dict[str, tuple[str, dict]]:
+        """cell_key -> (run id, record) for the ok cells of earlier runs that never finished (this run's
+        own where it resumes one). A step configuration is reused whole or not at all: none is split
+        between two calls, so its implementations stay compared within one interleaved order."""
         found = {}
         if self.config.getoption("xf_fresh"):
             return found
         for run_dir in sorted((self.home / "runs").glob("*/")):
             run = RunFolder(run_dir)
-            if run_dir == self.run.path:
-                continue
             try:
-                if not run.interrupted():
+                if run_dir != self.run.path and not run.interrupted():
                     continue
                 records = run.cells().values()
             except ResultFileError as e:
                 self.say(f"skipping an unreadable earlier run: {e}")
                 continue
-            for rec in records:  # the earliest measurement of a cell wins; reused copies are skipped
+            for rec in records:  # the earliest measurement of a cell wins; copies reused from elsewhere are skipped
                 info = rec.get("extra_info", {})
                 key = info.get("cell_key")
-                if rec.get("status") == "ok" and key and key not in found and not info.get("reused_from"):
-                    found[key] = (run.run_id, rec)
+                if rec.get("status") == "ok" and key and key not in found \
+                        and info.get("reused_from") in (None, run.run_id):
+                    found[key] = (info.get("reused_from") or run.run_id, rec)
+        by_config: dict[tuple, list[str]] = {}
+        for cell in cells:
+            if cell.kind == "step":
+                by_config.setdefault(self.configuration(cell), []).append(self.cell_key(cell))
+        for keys in by_config.values():
+            if not all(k in found for k in keys):
+                for k in keys:
+                    found.pop(k, None)
         return found
 
 
 # the pipe round trip may cost at most this share of a timed call
 MAX_OVERHEAD = 0.02
+# every timed call runs at least this many steps: no call pays the round trip on each step
+MIN_STEPS_PER_CALL = 2
+# one configuration's first cell sets its steps per call as if it were this much slower than the fastest
+# implementation (the frameworks were within 2x of each other in every configuration measured so far)
+FASTEST_MARGIN = 2.0
 
 
 def warm_up(worker, n: int) -> tuple[float, float]:
@@ -325,9 +371,9 @@ def warm_up(worker, n: int) -> tuple[float, float]:
 
 
 def calls_steps(step_s: float, rtt_s: float, min_call_s: float) -> int:
-    """Steps per timed call: at least min_call_s long, and long enough that the
-    round trip stays under a quarter of MAX_OVERHEAD (headroom for a busy machine)."""
-    return max(1, math.ceil(max(min_call_s, rtt_s / (MAX_OVERHEAD / 4)) / step_s))
+    """Steps per timed call: at least MIN_STEPS_PER_CALL, at least min_call_s long, and long enough
+    that the round trip stays under a quarter of MAX_OVERHEAD (headroom for a busy machine)."""
+    return max(MIN_STEPS_PER_CALL, math.ceil(max(min_call_s, rtt_s / (MAX_OVERHEAD / 4)) / step_s))
 
 
 def harness_overhead(outer: list[float], inner: list[float]) -> float:
@@ -370,10 +416,16 @@ def step_figures(cell: Cell, stats, outer: list[float], steps_per_call: int, fir
         "peak_flops": rate["flops"],
         "matmul_rate_precision": rate["precision"],
         "matmul_rate_framework": rate["framework"],
+        "matmul_rate_method": rate["method"],
+        "matmul_rate_default": rate.get("default_flops"),
         "mfu": flops / step / rate["flops"],
         "peak_memory_bytes": fin["peak_memory_bytes"],
         "memory_source": fin["memory_source"],
         "rss_growth_bytes": fin["rss_growth_bytes"] if cell.device == "cpu" else None,
+        "framework_rss_bytes": fin["framework_rss_bytes"],
+        "training_rss_bytes": fin["training_rss_bytes"] if cell.device == "cpu" else None,
+        "device_bytes_in_use": fin.get("device_bytes_in_use"),
+        "peak_spans_timed_steps_only": fin["peak_spans_timed_steps_only"],
         "recompiles": fin["recompiles"],
         "loop_step_s": fin["loop_step_s"],
         "harness_overhead": harness_overhead(outer, fin["inner_call_s"]),
@@ -405,9 +457,9 @@ def per_step(stats, steps_per_call: int):
     return stats
 
 
-def replay_rounds(benchmark, step_times: list[float]) -> None:
+def replay_rounds(benchmark, step_times: list[float], iterations: int) -> None:
     """Feed the per-step times measured by an earlier, interrupted run into pytest-benchmark's
     statistics. (No public call for this; _make_stats is what pedantic itself uses.)"""
-    stats = benchmark._make_stats(1)
+    stats = benchmark._make_stats(iterations)
     for t in step_times:
         stats.update(t)

@@ -212,13 +212,22 @@ def xf(request):
         cell = _cell_of(item)
         if cell is not None:
             session.data_summary(cell)
-    session.run = RunFolder.create(
-        session.home / "runs", state.run_id, session.profile.name, _full_machine_info(config),
-        [item.callspec.id for item in items]
-    )
-    session.resumable = session.interrupted_cells()
+    planned = [item.callspec.id for item in items]
+    session.run = session.interrupted_run(planned)
+    if session.run is not None:  # the same plan, interrupted: continued under its own run id
+        session.say(f"resuming the interrupted run {session.run.run_id} (same cells planned)")
+    else:
+        session.run = RunFolder.create(session.home / "runs", state.run_id, session.profile.name,
+                                       _full_machine_info(config), planned)
+    cells_ = list(filter(None, map(_cell_of, items)))
+    session.resumable = session.interrupted_cells(cells_)
+    for cell in cells_:  # a resumed configuration keeps its steps per call
+        reused = session.resumable.get(session.cell_key(cell)) if cell.kind == "step" else None
+        if reused:
+            session.reuse_steps_per_call(cell, reused[1]["extra_info"]["steps_per_call"])
     if session.resumable:
-        session.say(f"{len(session.resumable)} finished cell(s) of interrupted earlier runs can be reused if unchanged")
+        session.say(f"{len(session.resumable)} finished cell(s) of interrupted runs can be reused if unchanged "
+                    f"(whole step configurations only)")
     session.say(f"run {session.run.run_id}: profile {session.profile.name}, devices {state.devices}, "
                 f"results in {session.run.path}")
     yield session

@@ -39,6 +39,19 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _alive(owner: dict) -> bool:
+    """Whether the process that `owner` ({"host", "pid"}) names still runs (only knowable on this host)."""
+    if owner.get("host") != socket.gethostname() or not owner.get("pid"):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
@@ -88,16 +101,24 @@ class RunFolder:
     def interrupted(self) -> bool:
         """Unfinished, and its process is gone: not merely still running (on this host)."""
         meta = self.meta()
-        if meta.get("finished"):
+        return not meta.get("finished") and not _alive(meta)
+
+    def claim(self) -> bool:
+        """Take over this interrupted run to resume it, atomically: of several processes trying at
+        once, one wins (a lock file made with O_EXCL); a lock left by a dead resumer is replaced."""
+        lock = self.path / "resume.lock"
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        try:
+            if lock.exists():
+                if _alive(json.loads(lock.read_text() or "{}")):
+                    return False
+                os.rename(lock, self.path / f"resume.lock.{os.getpid()}.stale")  # one process wins the rename
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except (FileExistsError, FileNotFoundError, json.JSONDecodeError):
             return False
-        if meta.get("host") == socket.gethostname() and meta.get("pid"):
-            try:
-                os.kill(meta["pid"], 0)
-                return False  # alive: a run going on beside this one
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        self.update_meta(**me, finished=None, resumed=[*self.meta().get("resumed", []), now_iso()])
         return True
 
     def meta(self) -> dict:

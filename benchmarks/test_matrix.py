@@ -3,9 +3,12 @@
 Each cell runs in a fresh worker process (see worker.py); a step cell runs in
 `replicates` of them, in a seeded random order. pytest-benchmark times each call to
 the worker (round trip included), which runs `steps_per_call` training steps on
-a batch already on the device and synchronises the last one; its statistics are
-then turned into those of one step (call / steps_per_call), so everything it
-prints and saves is per step.
+a batch already on the device and synchronises the last one: the same number for
+every implementation and process of a configuration, at least 2 (`Session.steps_per_call`).
+Its statistics are then turned into those of one step (call / steps_per_call), so
+everything it prints and saves is per step, and the saved `iterations` is
+`steps_per_call`, as pytest-benchmark's own convention has it: each round is one
+call of that many steps, each datum its mean step.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 import pytest
 
 from benchmarks.harness import (
-    MAX_OVERHEAD, accuracy_figures, calls_steps, per_step, replay_rounds, step_figures, warm_up,
+    FASTEST_MARGIN, MAX_OVERHEAD, accuracy_figures, per_step, replay_rounds, step_figures, warm_up,
 )
 from benchmarks.profiles import Cell
 
@@ -33,7 +36,7 @@ def test_step(benchmark, xf, step_cell: Cell):
     info["cell_key"] = key = xf.cell_key(cell)
     if key in xf.resumable:
         run_id, prev = xf.resumable[key]
-        replay_rounds(benchmark, prev["stats"]["data"])
+        replay_rounds(benchmark, prev["stats"]["data"], prev["stats"].get("iterations", 1))
         info.update(prev["extra_info"], reused_from=run_id)
         xf.say(f"{cell.id}: unchanged, reusing what interrupted run {run_id} measured")
         benchmark.extra_info.update(info)
@@ -44,7 +47,7 @@ def test_step(benchmark, xf, step_cell: Cell):
         setup = w.call("setup", cell=xf.payload(cell))
         first = w.call("first_step")
         steady, rtt = warm_up(w, p.warmup_steps)
-        steps_per_call = calls_steps(steady, rtt, p.min_call_s)
+        steps_per_call = xf.steps_per_call(cell, steady, rtt)
         xf.say(
             f"{cell.id}: first step {first['first_step_s']:.2f} s, steady ~{steady * 1e3:.1f} ms, "
             f"round trip {rtt * 1e3:.2f} ms; timing {p.rounds} x {steps_per_call} steps"
@@ -54,19 +57,27 @@ def test_step(benchmark, xf, step_cell: Cell):
         # XLA's FLOP count and the epoch as users run it: once per configuration (replicate 0)
         fin = w.call("finish", loop_steps=max(3, 2 * steps_per_call), extras=cell.replicate == 0)
     stats = per_step(benchmark.stats.stats, steps_per_call)
+    benchmark.stats.iterations = steps_per_call
     info.update(step_figures(cell, stats, outer, steps_per_call, first, fin, setup, rate), round_trip_s=rtt)
     info["warmup_steps"] = 1 + p.warmup_steps
+    warnings = []
     if info["harness_overhead"] > MAX_OVERHEAD:
-        info["warnings"] = [
-            f"harness overhead {info['harness_overhead']:.1%} exceeds {MAX_OVERHEAD:.0%} "
-            f"(round trip {rtt * 1e3:.2f} ms): the machine was busy; the step time may read high"
-        ]
-        xf.say(f"{cell.id}: warning: {info['warnings'][0]}")
+        warnings.append(f"harness overhead {info['harness_overhead']:.1%} exceeds {MAX_OVERHEAD:.0%} "
+                        f"(round trip {rtt * 1e3:.2f} ms): the machine was busy; the step time may read high")
+    if stats.median * steps_per_call < p.min_call_s:
+        warnings.append(f"a timed call lasted {stats.median * steps_per_call * 1e3:.0f} ms, under the "
+                        f"{p.min_call_s * 1e3:.0f} ms aimed for: this configuration's first cell was more than "
+                        f"{FASTEST_MARGIN:g}x slower than this one")
+    if warnings:
+        info["warnings"] = warnings
+        for w in warnings:
+            xf.say(f"{cell.id}: warning: {w}")
     bad = [] if math.isfinite(loss) else [f"non-finite loss {loss}"]
     if info["recompiles"]:
         bad.append(f"{info['recompiles']} recompilation(s) during the timed steps")
     benchmark.extra_info.update(info)
-    xf.record(cell, info, "failed" if bad else "ok", "; ".join(bad) or None, dict(stats.as_dict(), data=list(stats.data)))
+    xf.record(cell, info, "failed" if bad else "ok", "; ".join(bad) or None,
+              dict(stats.as_dict(), data=list(stats.data), iterations=steps_per_call))
     assert not bad, f"{cell.id}: {'; '.join(bad)}"
 
 

@@ -24,6 +24,7 @@ import time
 
 PROTOCOL = 3
 FRAMEWORK_BYTES = 1 << 30  # what an imported framework and its runtime take besides the model
+CALIBRATION = {"cpu": (2048, 10), "gpu": (8192, 20)}  # device -> (matmul side, best of) of the matmul rate
 
 
 class _Skip(Exception):
@@ -37,6 +38,7 @@ class _Cell:
         self.send = send
         self.inner_times: list[float] = []
         self.extra_work = None  # the self-test's injected slowdown: (one unit of work, units per step)
+        self.peak_reset = False  # whether the device's peak count was restarted before the timed steps
 
     # ---- ops
 
@@ -52,13 +54,20 @@ class _Cell:
             "train_fields": [f.name for f in dataclasses.fields(TrainConfig)],
         }
 
-    def matmul_rate(self, backend: str, device: str, n: int, repeats: int) -> dict:
-        """The device's float32 matmul rate, measured by one framework: once per run, in its own process."""
-        from benchmarks import runtimes
+    def matmul_rate(self, device: str) -> dict:
+        """The device's measured matmul rate, by one method for every run (pytest's and the gate's), in a
+        process of its own: JAX, an n x n float32 matmul, best of `repeats`, at full float32 precision,
+        and also at JAX's default precision where that differs (TF32 on NVIDIA GPUs)."""
+        from benchmarks.runtimes import jax_runtime
 
-        runtime = runtimes.for_backend(backend)
-        return {"flops": runtime.matmul_rate(device, n, repeats), "precision": "float32", "framework": backend,
-                "n": n, "repeats": repeats}
+        n, repeats = CALIBRATION[device]
+        out = {"flops": jax_runtime.matmul_rate(device, n, repeats, "highest"), "precision": "float32",
+               "framework": "jax", "n": n, "repeats": repeats,
+               "method": f"jax {n}x{n} float32 matmul, precision HIGHEST, best of {repeats}"}
+        if device != "cpu":
+            out.update(default_flops=jax_runtime.matmul_rate(device, n, repeats, "default"),
+                       default_precision="JAX's default (TF32 on NVIDIA GPUs since Ampere)")
+        return out
 
     def setup(self, cell: dict) -> dict:
         from benchmarks import registry, runtimes
@@ -73,13 +82,15 @@ class _Cell:
             self.runtime = runtimes.for_backend(entry.backend)
         except ImportError as e:
             raise _Skip(f"{cell['impl']} cannot run on this machine: {e} (its framework is not installed)")
-        if getattr(self, "events", None) is None:  # one listener per process, whatever setup follows
+        if getattr(self, "events", None) is None:  # once per process, whatever setup follows
+            self.runtime.start_up(cell["device"])  # before the listener: none of it is the step's compile
             self.events = self.runtime.CompileEvents()
             self.events.listen()
         self.spec = ModelSpec.from_dict(cell["spec"])
         self.train_cfg = TrainConfig.from_dict(cell["train"])
         check_memory(self.spec, self.train_cfg.batch_size, cell["device"], self.runtime)
         self.data = load_dataset(log=lambda m: print(m, file=sys.stderr), **cell["data"])
+        self.rss_before_model = current_rss()  # the framework's footprint: imported, started, data read
         try:
             self.impl = self.cls(cell["impl"], self.spec, self.train_cfg, seed=cell["seed"], device=cell["device"])
         except RuntimeError as e:
@@ -90,6 +101,7 @@ class _Cell:
             epoch_batches(self.data.x_train, self.data.y_train, self.train_cfg.batch_size, seed=cell["seed"], epoch=0)
         )
         self.device_batch = self.impl.to_device(self.batch)
+        self.impl.prepare(self.device_batch)  # the first step is then its own trace and compile only
         self.rss_after_setup = current_rss()
         return {"device": self.impl.device_name(), "params": self.impl.num_params(),
                 "timed_region": self.impl.timed_region, "threads": self.runtime.threads()}
@@ -169,6 +181,8 @@ class _Cell:
         return times
 
     def _mark(self):
+        self.impl.before_timing()
+        self.peak_reset = self.runtime.reset_peak_memory(self.cell["device"])
         self.inner_times = []
         self.compiles_at_mark = self.events.compiles
         self.traces_at_mark = self.impl.trace_count()
@@ -189,8 +203,12 @@ class _Cell:
         traces = self.impl.trace_count()
         if traces is not None and self.traces_at_mark is not None:
             recompiles += traces - self.traces_at_mark
+        rss = current_rss()
         out = {"recompiles": recompiles, "inner_call_s": list(self.inner_times),
-               **self.runtime.peak_memory(self.cell["device"]), "rss_growth_bytes": current_rss() - self.rss_after_setup}
+               **self.runtime.peak_memory(self.cell["device"]), "peak_spans_timed_steps_only": self.peak_reset,
+               "rss_growth_bytes": rss - self.rss_after_setup,  # during the timed steps: about 0
+               "framework_rss_bytes": self.rss_before_model,  # imports, runtime start-up, data
+               "training_rss_bytes": rss - self.rss_before_model}  # model, optimizer, compiled step, buffers
         # an independent minimal loop of the same step, right after
         t0 = time.perf_counter()
         self.steps(loop_steps)

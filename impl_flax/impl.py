@@ -17,8 +17,8 @@ from impl_flax import train as T
 
 class FlaxImpl(Implementation):
     backend = "jax"
-    timed_region = ("one jitted train step (forward, backward, Adam update) on a batch already on the device; "
-                    "the donated state is replaced by the new one, nothing else per step")
+    timed_region = ("one jitted train step (forward, backward, Adam update; the loss out, no accuracy) on a batch "
+                    "already on the device; the donated state is replaced by the new one, nothing else per step")
 
     def __init__(self, name: str, spec: ModelSpec, train: TrainConfig, seed: int, device: str = "cpu"):
         super().__init__(name, spec, train, seed, device)

@@ -6,7 +6,8 @@ KERAS_BACKEND first). The timed steps run Keras's own compiled train function
 no per-step sync and, on JAX, no per-step copy of the state back into the
 variables. `train_step` resets the loss tracker before each step, as
 `train_on_batch` does, so it returns that batch's loss (parity and training
-need it); `run_steps` resets it once, as `fit` does per epoch.
+need it); the timed steps (`run_steps`) never reset it: `before_timing` does,
+once, as `fit` does once per epoch.
 """
 
 from __future__ import annotations
@@ -131,9 +132,26 @@ class KerasImpl(Implementation):
         """One step and this batch's own loss (the loss tracker reset first, as train_on_batch)."""
         return self._steps(device_batch, 1, reset_each=True)
 
+    def prepare(self, device_batch: tuple) -> None:
+        """The symbolic build (model, optimizer and metric variables; on JAX a few small compiles) and the
+        train function object, which `fit` makes before its first step: nothing of it in the first step."""
+        x, y = device_batch
+        with self._scope():
+            self.model._symbolic_build(data_batch=(x, y, None))
+            self.model.make_train_function()
+
     def run_steps(self, device_batch: tuple, n: int) -> Any:
-        """n steps as `fit` runs them: the loss tracker reset once, before the first."""
+        """n steps as `fit` runs them within an epoch: no metric reset."""
         return self._steps(device_batch, n, reset_each=False)
+
+    def before_timing(self) -> None:
+        """The loss tracker reset once, as `fit` does at the start of an epoch."""
+        if self.backend == "jax" and self._state is not None:  # the live state holds the metrics
+            tv, ntv, ov, _ = self._state
+            self._state = (tv, ntv, ov, [self._jax.device_put(z, self.device) for z in self._zero_metrics])
+        else:
+            with self._scope():
+                self.model.reset_metrics()
 
     def _steps(self, device_batch: tuple, n: int, reset_each: bool) -> Any:
         x, y = device_batch
@@ -141,8 +159,8 @@ class KerasImpl(Implementation):
         if self.backend == "tensorflow":
             with self._tf.device(self.device):
                 m.make_train_function()
-                for i in range(n):
-                    if reset_each or i == 0:
+                for _ in range(n):
+                    if reset_each:
                         m.reset_metrics()
                     logs = m.train_function(iter([(x, y, None)]))
             return logs["loss"]
@@ -154,9 +172,9 @@ class KerasImpl(Implementation):
                 optimizer_variables=True, metrics_variables=True, purge_model_variables=False,
             )
             self._zero_metrics = [np.zeros(tuple(v.shape), v.dtype) for v in m.metrics_variables]
-        for i in range(n):
+        for _ in range(n):
             tv, ntv, ov, mv = self._state
-            if reset_each or i == 0:  # fresh zeros (the step donates its state, so no reuse)
+            if reset_each:  # fresh zeros (the step donates its state, so no reuse)
                 mv = [self._jax.device_put(z, self.device) for z in self._zero_metrics]
             logs, self._state = m.train_function((tv, ntv, ov, mv), iter([(x, y, None)]))
         self._state_dirty = True

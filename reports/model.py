@@ -97,6 +97,11 @@ class Cell:
         return default if v is None else v
 
     @property
+    def measured_in(self) -> str:
+        """The run that measured it: a cell reused from an interrupted run counts as that run's."""
+        return str(self.extra.get("reused_from") or self.run_id or self.source)
+
+    @property
     def base_impl(self) -> str:
         """The implementation as the result file names it (an A/A copy names its original)."""
         return str(self.x("impl", "?"))
@@ -192,6 +197,11 @@ class Replicates:
             return statistics.median(nums)
         return next((v for v in vals if v is not None), default)
 
+    @property
+    def run(self) -> str:
+        """The run its processes belong to (a run folder's id, else the result file)."""
+        return self.cells[0].measured_in
+
     def values(self, key: str) -> list[float]:
         """One value per process: "step_s" (its median step time) or a numeric extra_info figure."""
         vals = [c.step_s if key == "step_s" else num(c.x(key)) for c in self.cells]
@@ -243,8 +253,8 @@ def group_replicates(cells: list[Cell]) -> list[Replicates]:
     out = []
     for cs in groups.values():
         newest = max(cs, key=lambda c: c.when)
-        run = newest.run_id or newest.source
-        out.append(Replicates(sorted((c for c in cs if (c.run_id or c.source) == run), key=lambda c: c.replicate)))
+        same = [c for c in cs if c.measured_in == newest.measured_in]
+        out.append(Replicates(sorted(same, key=lambda c: c.replicate)))
     return out
 
 

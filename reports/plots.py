@@ -479,7 +479,8 @@ def mfu(model: Model, impls: Impls) -> list[Fig]:
 def _matmul_rate(cs: list[Replicates]) -> tuple[float | None, str]:
     """The run's measured matmul rate on this device (median where runs differ) and how it was measured."""
     rates = [num(c.x("peak_flops")) for c in cs if num(c.x("peak_flops"))]
-    how = next((", ".join(str(v) for v in (c.x("matmul_rate_precision"), c.x("matmul_rate_framework")) if v)
+    how = next((c.x("matmul_rate_method") or ", ".join(str(v) for v in (c.x("matmul_rate_precision"),
+                                                                         c.x("matmul_rate_framework")) if v)
                 for c in cs if num(c.x("peak_flops"))), "")
     return (statistics.median(rates) if rates else None), how
 
@@ -502,7 +503,7 @@ def _mfu_fig(cs: list[Replicates], impls: Impls, devlabel: str, label: str) -> t
         _batch_axis(ax, batches, cfg, f"achieved ({unit})")
     extra = []
     if rate:
-        extra.append(Line2D([], [], color=ACCENT, ls="--", lw=1.4, label=f"matmul rate {rate / scale:.3g} {unit}"))
+        extra.append(Line2D([], [], color=ACCENT, ls="--", lw=1.4, label=f"measured matmul rate (float32) {rate / scale:.3g} {unit}"))
     if any(c.x("flops_source") == "xla" for c in cs):
         extra.append(Patch(facecolor="#999999", hatch="xx", edgecolor="white", label="XLA's FLOP count (older results)"))
     _impl_legend(fig, names, impls, extra)

@@ -9,6 +9,12 @@ exp(d ± t(0.975, df) · se). Over several configurations the ratio is the
 geometric mean of the per-configuration ratios, whose log is the mean of the d's,
 with the variance terms combined the same way (Satterthwaite over all terms).
 
+Comparisons against the fastest are simultaneous: the fastest is picked from the very
+data it is then tested on, so each interval is at level 1 − 0.05/m for the m = k(k−1)/2
+pairs of the k implementations compared (Bonferroni over every pair, which covers
+whichever one the data picks). Zero spread across processes gives no interval, and a
+ratio inside the A/A control's interval (either way round) is within the noise floor.
+
 Standard library only: the t quantile is computed here (regularised incomplete
 beta by continued fraction, then bisection), so the report needs no scipy.
 """
@@ -23,14 +29,23 @@ from dataclasses import dataclass
 LEVEL = 0.95
 METHOD = (
     "Each ratio a/b is exp(d), d = mean(log a) − mean(log b) over the median step (or compile) time of each "
-    "worker process, with the 95% Welch t-interval exp(d ± t(0.975, df) · se), se = √(var_a/n_a + var_b/n_b) of the logs and "
+    "worker process, with a Welch t-interval exp(d ± t · se), se = √(var_a/n_a + var_b/n_b) of the logs and "
     "Welch–Satterthwaite df (over several configurations: the geometric mean of the per-configuration ratios, "
-    "its variance terms combined the same way)."
+    "its variance terms combined the same way). Intervals against the fastest are simultaneous 95% intervals: "
+    "the fastest is picked from the same data, so each is at level 1 − 0.05/m for the m = k(k−1)/2 pairs of the "
+    "k implementations compared (Bonferroni); the interval of an A/A copy against its original is a plain 95% one."
 )
 WINNER_RULE = (
-    "A winner is named only where the interval excludes ×1.00; with fewer than 2 processes on either side "
-    "there is no interval and no winner."
+    "A winner is named only where every interval against it excludes ×1.00 and no ratio lies inside the interval "
+    "of the A/A control (either way round: within the noise floor). Fewer than 2 processes on either side, or "
+    "the same value from every process, give no interval and no winner."
 )
+
+
+def simultaneous_level(k: int) -> float:
+    """The level of each interval when the fastest of k implementations is compared with the others."""
+    pairs = k * (k - 1) // 2
+    return 1.0 - (1.0 - LEVEL) / max(pairs, 1)
 
 
 # --------------------------------------------------------------------------- the t distribution
@@ -102,7 +117,8 @@ def t_quantile(p: float, df: float) -> float:
 
 @dataclass(frozen=True)
 class Ratio:
-    """a/b as exp(d), with its 95% interval (lo, hi) where both sides had at least 2 processes."""
+    """a/b as exp(d), with its interval (lo, hi) at `level` where both sides had at least 2 processes
+    and some spread."""
 
     value: float
     lo: float | None = None
@@ -110,6 +126,14 @@ class Ratio:
     df: float | None = None
     n_a: int = 0  # the fewest processes behind side a in any configuration
     n_b: int = 0
+    level: float = LEVEL
+
+    def inside(self, noise: "Ratio | None") -> bool:
+        """Whether this ratio lies inside `noise`'s interval (an A/A control), either way round."""
+        if noise is None or not noise.has_interval:
+            return False
+        band = max(noise.hi, 1.0 / noise.lo)
+        return 1.0 / band <= self.value <= band
 
     @property
     def has_interval(self) -> bool:
@@ -131,7 +155,7 @@ def _logs(xs: Sequence[float]) -> list[float]:
     return [math.log(x) for x in xs if x is not None and x > 0]
 
 
-def log_ratio(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Ratio | None:
+def log_ratio(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], level: float = LEVEL) -> Ratio | None:
     """The ratio a/b over one or more configurations, each a pair (a's per-process values, b's).
 
     One pair: the Welch t-interval on the log of the values. Several: the geometric mean of the
@@ -145,14 +169,14 @@ def log_ratio(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Ratio
     d = sum(statistics.fmean(la) - statistics.fmean(lb) for la, lb in logs) / k
     n_a, n_b = min(len(la) for la, _ in logs), min(len(lb) for _, lb in logs)
     if min(n_a, n_b) < 2:
-        return Ratio(math.exp(d), n_a=n_a, n_b=n_b)
+        return Ratio(math.exp(d), n_a=n_a, n_b=n_b, level=level)
     terms = [(statistics.variance(xs) / len(xs), len(xs)) for pair in logs for xs in pair]
     var = sum(w for w, _ in terms) / (k * k)
-    if var <= 0.0:  # every process gave the same value: the interval is the point
-        return Ratio(math.exp(d), math.exp(d), math.exp(d), math.inf, n_a, n_b)
+    if var <= 0.0:  # every process gave the same value: no spread to build an interval on, no point either
+        return Ratio(math.exp(d), n_a=n_a, n_b=n_b, level=level)
     df = sum(w for w, _ in terms) ** 2 / sum(w * w / (n - 1) for w, n in terms)
-    half = t_quantile(0.5 + LEVEL / 2.0, df) * math.sqrt(var)
-    return Ratio(math.exp(d), math.exp(d - half), math.exp(d + half), df, n_a, n_b)
+    half = t_quantile(0.5 + level / 2.0, df) * math.sqrt(var)
+    return Ratio(math.exp(d), math.exp(d - half), math.exp(d + half), df, n_a, n_b, level)
 
 
 def geomean(xs: Sequence[float]) -> float | None:

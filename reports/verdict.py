@@ -1,9 +1,13 @@
 """The verdict, per (machine, device): step time, compile time and accuracy of each implementation.
 
-Every ratio between two implementations carries its 95% interval across worker
-processes (`reports.stats`); a winner is named only where that interval excludes 1.
-An A/A control (an identical second copy of an implementation) is ranked with no
-one: its ratio to its original is shown as the harness's noise floor.
+Every ratio between two implementations carries its interval across worker
+processes (`reports.stats`); a winner is named only where that interval excludes 1
+and the ratio is outside the noise floor. An A/A control (an identical second copy
+of an implementation) is ranked with no one: its ratio to its original is the
+harness's noise floor. Ratios compare the processes of one run only (one
+interleaved order on one machine): per configuration, the run that measured the
+most implementations; a series from another run is shown, marked, and compared
+with nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from reports.model import Cell, Model, Replicates, commands, num
-from reports.stats import Ratio, geomean, log_ratio
+from reports.stats import Ratio, geomean, log_ratio, simultaneous_level
 from reports.views import Impls, config_label, device_label, median, sortkey
 
 COMPILE_FIGURES = ("compile_s", "first_step_s", "trace_s", "lower_s", "compile_only_s")
@@ -27,8 +31,9 @@ def verdict(model: Model) -> list[dict]:
             blocks[(c.machine, c.device)] = _block(model, c.machine, c.device)
     for k, b in blocks.items():
         mine = [r for r in configs if (r.machine, r.device) == k]
-        _speed(b, mine, impls)
-        b["compile"] = _compile_ranking(mine, impls)
+        compared = [r for group in _by_cfg(mine).values() for r in _one_run(group)]
+        _speed(b, mine, compared, impls)
+        b["compile"] = _compile_ranking(compared, impls)
         b["details"] = [_detail_row(r) for r in sorted(mine, key=lambda r: (sortkey(_cfg(r)), impls.rank(r.impl)))]
         accuracy = [_accuracy_row(c) for c in model.ok("accuracy") if (c.machine, c.device) == k]
         b["acc_table"] = _accuracy_table(accuracy)
@@ -63,16 +68,35 @@ def _cfg(r: Replicates | Cell) -> tuple:
     return (r.x("image_size"), r.x("pool_stride"), r.x("batch_size"))
 
 
+def _by_cfg(configs: list[Replicates]) -> dict[tuple, list[Replicates]]:
+    out: dict[tuple, list[Replicates]] = defaultdict(list)
+    for r in configs:
+        out[_cfg(r)].append(r)
+    return out
+
+
+def _one_run(group: list[Replicates]) -> list[Replicates]:
+    """The series of one configuration that a single run measured: the run with the most series,
+    the newest on a tie. Only these are compared with each other."""
+    by_run: dict[str, list[Replicates]] = defaultdict(list)
+    for r in group:
+        by_run[r.run].append(r)
+    return by_run[max(by_run, key=lambda run: (len(by_run[run]), max(c.when for r in by_run[run] for c in r.cells)))]
+
+
 # --------------------------------------------------------------------------- comparing
 
 
-def compare(samples: dict[str, dict[tuple, list[float]]], impls: Impls) -> dict | None:
+def compare(samples: dict[str, dict[tuple, list[float]]], impls: Impls, noise: Ratio | None = None) -> dict | None:
     """Rank implementations by per-process values (lower is better) and compare each with the fastest.
 
     samples: implementation -> configuration -> one value per process. The fastest has the lowest
     geometric mean, over its configurations, of its value ÷ the best value there; each other
-    implementation's ratio to it (with interval) is over the configurations both measured.
-    status: "winner" (every interval above 1), "no clear difference", "no interval" or "single".
+    implementation's ratio to it (with a simultaneous interval, `stats.simultaneous_level`) is over
+    the configurations both measured. `noise`: the A/A control's ratio, where the run has one; a
+    ratio inside it is "within the noise floor".
+    status: "winner" (every interval above 1, none within the noise), "no clear difference",
+    "no interval" or "single".
     """
     samples = {n: {k: v for k, v in s.items() if geomean(v)} for n, s in samples.items()}
     names = [n for n in impls.sort(samples) if samples[n]]
@@ -82,16 +106,20 @@ def compare(samples: dict[str, dict[tuple, list[float]]], impls: Impls) -> dict 
     score = {n: geomean([geomean(v) / best[k] for k, v in samples[n].items()]) for n in names}
     names.sort(key=lambda n: score[n])
     fastest = names[0]
+    level = simultaneous_level(len(names))
     rows = [{"impl": fastest, "ratio": None, "verdict": "fastest", "configs": len(samples[fastest])}]
     for n in names[1:]:
         shared = [k for k in samples[n] if k in samples[fastest]]
-        ratio = log_ratio([(samples[n][k], samples[fastest][k]) for k in shared]) if shared else None
-        rows.append({"impl": n, "ratio": ratio, "verdict": ratio.verdict if ratio else "no interval",
-                     "configs": len(shared)})
+        ratio = log_ratio([(samples[n][k], samples[fastest][k]) for k in shared], level) if shared else None
+        verdict = ratio.verdict if ratio else "no interval"
+        if verdict in ("slower", "faster") and ratio.inside(noise):
+            verdict = "within the noise floor"
+        rows.append({"impl": n, "ratio": ratio, "verdict": verdict, "configs": len(shared)})
     verdicts = {r["verdict"] for r in rows[1:]}
     status = ("single" if not verdicts else "winner" if verdicts == {"slower"}
               else "no interval" if "no interval" in verdicts else "no clear difference")
-    tied = [r["impl"] for r in rows if r["verdict"] in ("fastest", "no clear difference", "faster")]
+    tied = [r["impl"] for r in rows if r["verdict"] in ("fastest", "no clear difference", "faster",
+                                                         "within the noise floor")]
     return {"fastest": fastest, "status": status, "rows": rows, "tied": tied, "winner": fastest if status == "winner"
             else None}
 
@@ -103,6 +131,12 @@ def _aa_ratio(configs: list[Replicates], aa: Replicates | str, key: str) -> Rati
     pairs = [(c.values(key), base[(c.base_impl, _cfg(c))].values(key)) for c in copies
              if (c.base_impl, _cfg(c)) in base]
     return log_ratio(pairs) if pairs else None
+
+
+def _noise(configs: list[Replicates], key: str) -> Ratio | None:
+    """The widest A/A interval among the A/A copies in `configs` (None without one): the noise floor."""
+    ratios = [r for n in {c.impl for c in configs if c.aa_copy} if (r := _aa_ratio(configs, n, key)) and r.has_interval]
+    return max(ratios, key=lambda r: max(r.hi, 1 / r.lo), default=None)
 
 
 def _samples(configs: list[Replicates], key: str) -> dict[str, dict[tuple, list[float]]]:
@@ -117,22 +151,22 @@ def _samples(configs: list[Replicates], key: str) -> dict[str, dict[tuple, list[
 # --------------------------------------------------------------------------- step time
 
 
-def _speed(b: dict, configs: list[Replicates], impls: Impls) -> None:
-    """Fill the block's step-time table (a group per config and batch size), headline and noise floor."""
-    by_cfg: dict[tuple, list[Replicates]] = defaultdict(list)
-    for r in configs:
-        by_cfg[_cfg(r)].append(r)
+def _speed(b: dict, configs: list[Replicates], compared: list[Replicates], impls: Impls) -> None:
+    """Fill the block's step-time table (a group per config and batch size), headline and noise floor;
+    only the `compared` series (one run per configuration) enter a ratio."""
+    by_cfg = _by_cfg(configs)
     for cfg in sorted(by_cfg, key=sortkey):
         rs = sorted(by_cfg[cfg], key=lambda r: impls.rank(r.impl))
-        cmp = compare(_samples(rs, "step_s"), impls)
-        rows = [_speed_row(r, rs, cmp) for r in rs]
+        same_run = [r for r in rs if r in compared]
+        cmp = compare(_samples(same_run, "step_s"), impls, _noise(same_run, "step_s"))
+        rows = [_speed_row(r, same_run, cmp) for r in rs]
         b["speed"].append({"config": config_label(*cfg[:2]), "batch_size": cfg[2], "rows": rows, "compare": cmp,
                            "by_impl": {r["impl"]: r for r in rows}})
     b["step_impls"] = impls.sort(r.impl for r in configs)
-    b["headline"] = compare(_samples(configs, "step_s"), impls)
-    aa_names = impls.sort(r.impl for r in configs if r.aa_copy)
-    b["noise_floor"] = [{"impl": n, "base": next(r.base_impl for r in configs if r.impl == n),
-                         "ratio": _aa_ratio(configs, n, "step_s"), "configs": sum(r.impl == n for r in configs)}
+    b["headline"] = compare(_samples(compared, "step_s"), impls, _noise(compared, "step_s"))
+    aa_names = impls.sort(r.impl for r in compared if r.aa_copy)
+    b["noise_floor"] = [{"impl": n, "base": next(r.base_impl for r in compared if r.impl == n),
+                         "ratio": _aa_ratio(compared, n, "step_s"), "configs": sum(r.impl == n for r in compared)}
                         for n in aa_names]
     b["synthetic_step"] = any(r.x("data") == "synthetic" for r in configs)
     b["processes"] = sorted({r.n for r in configs})
@@ -141,7 +175,9 @@ def _speed(b: dict, configs: list[Replicates], impls: Impls) -> None:
 
 def _speed_row(r: Replicates, group: list[Replicates], cmp: dict | None) -> dict:
     status, tied = (cmp["status"], cmp["tied"]) if cmp else ("single", [])
-    if r.aa_copy:
+    if r not in group:
+        vs, ratio, verdict = None, None, "other run"
+    elif r.aa_copy:
         vs, ratio = r.base_impl, _aa_ratio(group, r, "step_s")
         verdict = ratio.verdict if ratio else "no interval"
     else:
@@ -176,7 +212,8 @@ def _matmul_rate(configs: list[Replicates]) -> dict | None:
         return None
     first = next(r for r in configs if num(r.x("peak_flops")))
     return {"flops": median(rates), "precision": first.x("matmul_rate_precision"),
-            "framework": first.x("matmul_rate_framework"), "distinct": len(set(rates))}
+            "framework": first.x("matmul_rate_framework"), "method": first.x("matmul_rate_method"),
+            "default_flops": num(first.x("matmul_rate_default")), "distinct": len(set(rates))}
 
 
 def _detail_row(r: Replicates) -> dict:
@@ -193,6 +230,8 @@ def _detail_row(r: Replicates) -> dict:
         "xla_to_analytic": num(r.x("flops_xla_to_analytic")) or (xla / analytic if xla and analytic else None),
         "achieved": flops / r.step_s if flops and r.step_s else None, "mfu": r.mfu,
         "peak_memory_bytes": num(r.x("peak_memory_bytes")), "rss_growth_bytes": num(r.x("rss_growth_bytes")),
+        "framework_rss_bytes": num(r.x("framework_rss_bytes")), "training_rss_bytes": num(r.x("training_rss_bytes")),
+        "device_bytes_in_use": num(r.x("device_bytes_in_use")),
         "memory_source": r.x("memory_source"), "n": r.n, "commands": commands(r.cells),
     }
 
@@ -209,7 +248,7 @@ def _compile_ranking(configs: list[Replicates], impls: Impls) -> dict | None:
             cells[r.impl] += r.cells
     if not cells:
         return None
-    cmp = compare(_samples(configs, "compile_s"), impls)
+    cmp = compare(_samples(configs, "compile_s"), impls, _noise(configs, "compile_s"))
     ranked = {x["impl"]: x for x in (cmp["rows"] if cmp else [])}
     rows = []
     for name in list(ranked) + [n for n in impls.sort(cells) if n not in ranked]:

@@ -160,6 +160,9 @@ def test_worker_protocol_and_zero_retraces(workers, name):
     fin = w["finish"]
     assert fin["recompiles"] == 0, f"{name} recompiled during the timed steps"
     assert len(fin["inner_call_s"]) == 3 and fin["peak_memory_bytes"] > 0 and fin["rss_growth_bytes"] is not None
+    # memory labelled with what it spans: the framework's footprint apart from training's, the peak a lifetime one
+    assert fin["framework_rss_bytes"] > 100 * 2**20 and fin["training_rss_bytes"] > 0
+    assert "lifetime" in fin["memory_source"] and fin["peak_spans_timed_steps_only"] is False
     assert w["setup"]["threads"]["cpu_affinity"] >= 1
 
 

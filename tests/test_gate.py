@@ -180,11 +180,14 @@ def test_wilson_interval():
 # ----------------------------------------------------------------------------- bad input -> exit 2
 
 
+CALIBRATION = "jax 2048x2048 float32 matmul, precision HIGHEST, best of 10"
+
 def _baseline(**over):
     b = {
         "format": baseline.FORMAT, "machine_class": MC, "cpu": "x", "cpu_count": 2, "commit": "0" * 40,
         "cells": {"flax-cpu-s32-p1-b32": {"impl": "flax", "device": "cpu", "image_size": 32, "pool_stride": 1,
-                                          "batch_size": 32, "step_s": 0.1, "peak_flops": 4e10}},
+                                          "batch_size": 32, "step_s": 0.1, "peak_flops": 4e10,
+                                          "calibration": CALIBRATION}},
     }
     b.update(over)
     return b
@@ -290,10 +293,11 @@ def test_bad_option_values_exit_2_naming_the_option(tmp_path, capsys, argv, says
 # ----------------------------------------------------------------------------- --results mode
 
 
-def _results(tmp_path, step_s, peak):
+def _results(tmp_path, step_s, peak, method=None):
     run = {"benchmarks": [{"fullname": "x", "stats": {"ops": 1.0}, "extra_info": {
         "kind": "step", "status": "ok", "impl": "flax", "device": "cpu", "device_kind": "cpu", "image_size": 32,
-        "pool_stride": 1, "batch_size": 32, "step_s_median": step_s, "peak_flops": peak}}]}
+        "pool_stride": 1, "batch_size": 32, "step_s_median": step_s, "peak_flops": peak,
+        "matmul_rate_method": method or CALIBRATION}}]}
     path = tmp_path / "output.json"
     path.write_text(json.dumps(run))
     return path
@@ -315,6 +319,16 @@ def test_results_mode_passes_a_slower_machine(tmp_path):
     (tmp_path / f"{MC}.json").write_text(json.dumps(_baseline()))
     out = _results(tmp_path, 0.2, 2e10)  # 2x slower step, but the machine is 2x slower too
     assert _gate(tmp_path, "--impls", "flax", "--results", str(out)) == 0
+
+
+def test_results_mode_normalises_only_by_one_calibration_method(tmp_path):
+    """A reference rated by another matmul (size, framework or precision) is not the same figure: the
+    step is compared raw, and the rule says so."""
+    (tmp_path / f"{MC}.json").write_text(json.dumps(_baseline()))
+    out = _results(tmp_path, 0.2, 2e10, method="tensorflow 1024x1024 float32 matmul, best of 5")
+    assert _gate(tmp_path, "--impls", "flax", "--results", str(out)) == 1  # raw: 2x the reference step
+    (cell,) = _last(tmp_path)["cells"]
+    assert cell["ratio"] == pytest.approx(2.0) and "same method on both sides" in cell["rule"]
 
 
 def test_results_mode_with_no_comparable_cell_exits_2_naming_what_is_missing(tmp_path, capsys):
@@ -567,8 +581,6 @@ class FakeWorker:
         if op == "inject":
             self.slow = 1 + kw["fraction"]
             return {"step_s": 0.002, "work_units_per_step": 1, "injected_fraction": kw["fraction"]}
-        if op == "matmul_rate":
-            return {"flops": 1e10}
         raise AssertionError(op)
 
     def close(self):
@@ -585,6 +597,8 @@ def fake_gate(tmp_path, monkeypatch):
     three = dataclasses.replace(NEW, version=ab.COMPILE_PROTOCOL)
     monkeypatch.setattr(ab.Workers, "speaks", lambda self, roots: {"base": three, "head": three})
     monkeypatch.setattr(ab.Workers, "payload", lambda self, c: payload(c, {"source": "synthetic"}))
+    monkeypatch.setattr(ab.Workers, "calibration", lambda self, device: 1e10)
+    monkeypatch.setattr(ab.Workers, "calibration_method", lambda self, device: CALIBRATION)
 
     def timed_block(side, k):  # the real call (failures and all), the fake's virtual time
         ab.call(side, "steps", n=k)

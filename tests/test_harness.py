@@ -49,10 +49,12 @@ def test_worker_measures_a_step(tmp_path):
         assert len(w.call("warmup", n=2)) == 2
         assert isinstance(w.call("steps", n=2), float)
         fin = w.call("finish", loop_steps=2, extras=True)
-        rate = w.call("matmul_rate", backend="jax", device="cpu", n=256, repeats=2)
+        rate = w.call("matmul_rate", device="cpu")
     assert fin["recompiles"] == 0
     assert fin["user_epoch_s"] > 0 and fin["peak_memory_bytes"] > 0
+    # one calibration for every run, whatever the implementation: JAX, full float32 (no TF32 on a CPU)
     assert rate["flops"] > 0 and rate["precision"] == "float32" and rate["framework"] == "jax"
+    assert rate["method"] == "jax 2048x2048 float32 matmul, precision HIGHEST, best of 10" and "default_flops" not in rate
     # XLA's count agrees with the analytic count of the spec (no input gradient for conv1) within 10%
     assert fin["flops_xla"] == pytest.approx(ModelSpec(16).train_flops(8), rel=0.1)
 
@@ -131,6 +133,8 @@ def test_benchmark_json_has_every_figure(bench_run):
     # the round trip was timed, sized the calls, and an overhead above 2% is flagged, not hidden
     e = step["extra_info"]
     assert 0 < e["round_trip_s"] < step["stats"]["median"] * e["steps_per_call"] / 10
+    # each round is one call of n steps, and the saved iterations say n, as pytest-benchmark's convention has it
+    assert step["stats"]["iterations"] == e["steps_per_call"] >= 2
     assert (e["harness_overhead"] > MAX_OVERHEAD) == bool(e.get("warnings"))
     assert ACCURACY_KEYS <= set(acc["extra_info"])
     assert 0 <= acc["extra_info"]["test_accuracy_mean"] <= 1 and acc["extra_info"]["from_cache"] is False
@@ -162,8 +166,27 @@ def test_the_automatic_source_is_resolved_per_image_size(tmp_path, monkeypatch):
     assert data.kwargs(48, "original")["source"] == "synthetic" and data.source is None
 
 
+def test_one_steps_per_call_per_configuration():
+    """The first cell of a configuration sets n for every implementation and process of it, sized
+    for an implementation twice as fast; another configuration gets its own; a resumed one keeps its."""
+    from benchmarks.harness import Session
+    from benchmarks.profiles import Cell, profile
+
+    session = Session.__new__(Session)  # only the profile and the table are needed here
+    session.profile, session.config_steps = profile("default"), {}
+
+    def cell(impl, stride=1, batch=32):
+        return Cell("step", impl, "cpu", ModelSpec(64, pool_stride=stride), TrainConfig(batch_size=batch))
+
+    assert session.steps_per_call(cell("keras-tf"), steady_s=0.010, rtt_s=0.0001) == 10  # 50 ms at 5 ms a step
+    assert session.steps_per_call(cell("flax"), steady_s=0.030, rtt_s=0.0001) == 10  # the same, whatever its speed
+    assert session.steps_per_call(cell("flax", stride=2), steady_s=0.2, rtt_s=0.0001) == 2  # never below 2
+    session.reuse_steps_per_call(cell("flax", batch=64), 7)
+    assert session.steps_per_call(cell("keras-jax", batch=64), steady_s=0.001, rtt_s=0.0005) == 7
+
+
 def test_calls_are_sized_so_the_round_trip_stays_small():
-    assert calls_steps(step_s=0.5, rtt_s=0.001, min_call_s=0.05) == 1
+    assert calls_steps(step_s=0.5, rtt_s=0.001, min_call_s=0.05) == 2  # never one step per round trip
     assert calls_steps(step_s=0.002, rtt_s=0.00001, min_call_s=0.05) == 25  # the 50 ms floor
     assert calls_steps(step_s=0.002, rtt_s=0.002, min_call_s=0.05) == 200  # 400 ms: round trip <= 0.5%
     # round-paired: the step's own noise cancels, only the round trip remains
@@ -211,16 +234,19 @@ def test_kill_9_keeps_finished_cells_and_the_next_run_reuses_them(tmp_path):
     run = RunFolder(cells[0].parents[1])
     assert run.meta()["finished"] is None
     assert run.cells()[cells[0].stem]["status"] == "ok"
-    # two runs at once in the same folder: both finish, both reuse, neither disturbs the other
+    # two runs at once in the same folder: one resumes the interrupted run in place (its run id kept,
+    # its finished cell reused), the other starts a run of its own; both finish, neither disturbs the other
     reruns = [subprocess.Popen(bench_cmd(tmp_path, f"--benchmark-json={tmp_path / f'out{i}.json'}"), cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (1, 2)]
     outputs = [p.communicate(timeout=400)[0] for p in reruns]
     for p, out in zip(reruns, outputs):
         assert p.returncode == 0, out[-3000:]
-        assert f"reusing what interrupted run {run.run_id} measured" in out
-    finished = [RunFolder(d) for d in (tmp_path / "home" / "runs").iterdir() if d != run.path]
-    assert len(finished) == 2 and all(r.meta()["finished"] for r in finished)
-    assert all(len(r.cells()) == 3 for r in finished)  # step, accuracy, parity
+    (resumer,) = [out for out in outputs if f"resuming the interrupted run {run.run_id}" in out]
+    assert f"reusing what interrupted run {run.run_id} measured" in resumer
+    runs = [RunFolder(d) for d in (tmp_path / "home" / "runs").iterdir()]
+    assert len(runs) == 2 and all(r.meta()["finished"] for r in runs)
+    assert len(run.meta()["resumed"]) == 1 and run.meta()["run_id"] == run.run_id
+    assert all(len(r.cells()) == 3 for r in runs)  # step, accuracy, parity
     assert len(list((tmp_path / "storage").rglob("*.json"))) == 2
 
 

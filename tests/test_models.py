@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks import registry
 from benchmarks.spec import ModelSpec, TrainConfig
+from impl_flax import train as impl_train
 
 SPECS = {
     "32-origin": (ModelSpec(image_size=32), 1_848_482),
@@ -57,6 +58,21 @@ for key, d in specs.items():
             }
         w = impl.get_weights()
         out["bias_abs_max"] = max(float(np.abs(v).max()) for k, v in w.items() if k.endswith("/bias"))
+        # the timed calls never reset the loss tracker: before_timing does, once, as fit per epoch
+        rng = np.random.default_rng(0)
+        batch = impl.to_device({"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+                                "label": (np.arange(8) % 2).astype(np.int32)})
+        impl.sync(impl.run_steps(batch, 1))
+
+        def metric_values():
+            impl._sync_state()
+            return [float(keras.ops.convert_to_numpy(v)) for v in impl.model.metrics_variables]
+
+        impl.before_timing()
+        out["metrics_after_reset"] = metric_values()
+        for _ in range(2):
+            impl.sync(impl.run_steps(batch, 2))
+        out["metrics_after_two_calls"] = metric_values()
 print("PROBE" + json.dumps(out))
 """
 
@@ -119,6 +135,20 @@ def test_flax_pool_stride_follows_spec():
         assert jax.eval_shape(cnn.apply, variables, x).shape == (2, 2)
 
 
+def test_flax_timed_steps_compute_no_accuracy():
+    """Equal work: neither Flax step computes an argmax accuracy, which Keras's step does not."""
+    import jax
+
+    spec = ModelSpec(image_size=16)
+    rng = np.random.default_rng(0)
+    host = {"image": rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8), "label": np.arange(4, dtype=np.int32) % 2}
+    for name in ("flax", "flax-nnx"):
+        impl = registry.load(name)(name, spec, TrainConfig(batch_size=4), seed=0)
+        step, state = (impl._step, impl._state) if name == "flax-nnx" else (impl_train.train_step, impl.state)
+        jaxpr = str(jax.make_jaxpr(step)(state, impl.to_device(host)))
+        assert "dot_general" in jaxpr and "argmax" not in jaxpr and "argmin" not in jaxpr, name
+
+
 def test_flax_one_step_and_flops():
     spec = ModelSpec(image_size=16)
     impl = registry.load("flax")("flax", spec, TrainConfig(), seed=0)
@@ -149,6 +179,14 @@ def test_keras_backend(keras_probe):
     assert probe["backend"] == probe["impl_backend"] == expected
     assert probe["device"] == "cpu"
     assert probe["trace_count"] == 0
+
+
+def test_keras_timed_calls_do_not_reset_metrics(keras_probe):
+    """Equal work: the loss tracker is reset once before timing (its total and count zero), then
+    counts all 4 steps of two timed calls (4 x 8 samples), as within one epoch of `fit`."""
+    name, probe = keras_probe
+    assert probe["metrics_after_reset"] and not any(probe["metrics_after_reset"]), name
+    assert 32.0 in probe["metrics_after_two_calls"], (name, probe["metrics_after_two_calls"])
 
 
 def test_keras_layer_config(keras_probe):

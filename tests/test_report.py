@@ -364,6 +364,66 @@ def test_fewer_than_two_processes_give_no_interval():
     assert stats.log_ratio([([], [1.0])]) is None
 
 
+def test_zero_spread_gives_no_interval_and_no_winner():
+    """Every process reporting the same value is no evidence of precision: no interval, no winner."""
+    r = stats.log_ratio([([0.050, 0.050, 0.050], [0.040, 0.040, 0.040])])
+    assert r.value == pytest.approx(1.25) and not r.has_interval and r.verdict == "no interval"
+    impls = views.Impls(["flax", "keras-tf"], {})
+    cmp = verdict.compare({"flax": {"c": [0.04, 0.04, 0.04]}, "keras-tf": {"c": [0.05, 0.05, 0.05]}}, impls)
+    assert cmp["status"] == "no interval" and cmp["winner"] is None
+
+
+def test_comparisons_with_the_fastest_are_simultaneous_and_respect_the_noise_floor():
+    names = ["a", "b", "c", "d"]
+    impls = views.Impls(names, {})
+    samples = {"a": {"c": [1.00, 1.02, 0.98]}, "b": {"c": [1.10, 1.12, 1.08]}, "c": {"c": [1.3, 1.32, 1.28]},
+               "d": {"c": [1.5, 1.53, 1.47]}}
+    cmp = verdict.compare(samples, impls)
+    level = 1 - 0.05 / 6  # 4 implementations: 6 pairs
+    assert stats.simultaneous_level(4) == pytest.approx(level) and stats.simultaneous_level(2) == pytest.approx(0.95)
+    b = next(r for r in cmp["rows"] if r["impl"] == "b")["ratio"]
+    plain = stats.log_ratio([(samples["b"]["c"], samples["a"]["c"])])
+    assert b.level == pytest.approx(level) and b.lo < plain.lo and b.hi > plain.hi  # wider than a lone 95% one
+    assert cmp["status"] == "winner" and cmp["winner"] == "a"
+    # the A/A control read x1.12 [1.04-1.21]: b's x1.10 lies inside it, so no winner is named
+    noisy = verdict.compare(samples, impls, noise=stats.Ratio(1.12, 1.04, 1.21))
+    rows = {r["impl"]: r["verdict"] for r in noisy["rows"]}
+    assert rows == {"a": "fastest", "b": "within the noise floor", "c": "slower", "d": "slower"}
+    assert noisy["status"] == "no clear difference" and noisy["winner"] is None and "b" in noisy["tied"]
+    # the band is symmetric: a copy that read x0.89 [0.83-0.96] covers x1.10 as well
+    assert stats.Ratio(1.10).inside(stats.Ratio(0.89, 0.83, 0.96)) and not stats.Ratio(1.25).inside(
+        stats.Ratio(0.89, 0.83, 0.96))
+
+
+def test_ratios_never_cross_runs(tmp_path):
+    """A later run that measured only keras-jax: its series is shown, marked, and compared with nothing;
+    the run that measured every implementation is the one compared."""
+    r = report_samples.replicates(tmp_path)
+    later = tmp_path / "later"
+    cells = [report_samples.replicate_step("keras-jax", "cpu", 32, i, step, 1.7) for i, step in enumerate([0.030, 0.031, 0.029])]
+    for c in cells:
+        report_samples._write(later / "cells" / f"{c['id']}.json", c)
+    info = json.loads((r["replicated_run"] / "run.json").read_text())["machine_info"]
+    report_samples._write(later / "run.json", {"run_id": "20250301-100000-later", "started": "2025-03-01T10:00:00",
+                                               "finished": "2025-03-01T10:05:00", "profile": "default",
+                                               "commit": "e" * 40, "machine_info": info,
+                                               "planned": [c["id"] for c in cells]})
+    model = loading.load([r["replicated_run"], later], include_published=False)
+    cpu = next(b for b in verdict.verdict(model) if b["machine"].startswith("rep-box") and b["device"] == "cpu")
+    g32 = next(g for g in cpu["speed"] if g["batch_size"] == 32)
+    row = g32["by_impl"]["keras-jax"]
+    assert row["verdict"] == "other run" and row["ratio"] is None and row["step_s"] == pytest.approx(0.030, rel=0.05)
+    assert "keras-jax" not in {x["impl"] for x in g32["compare"]["rows"]}
+    # the headline's keras-jax ratio comes from batch 16 alone, where both sides ran in one run
+    head = {x["impl"]: x for x in cpu["headline"]["rows"]}
+    assert head["keras-jax"]["configs"] == 1
+    assert "other run</span>" in render.render(model)
+    # a cell a later run reused from an interrupted one counts as the interrupted run's
+    reused = loading.Cell(machine="m", source="s", id="x", name="x", kind="step", status="ok", reason=None,
+                          stats=None, extra={"reused_from": "20250101-run"}, run_id="20250102-run")
+    assert reused.measured_in == "20250101-run" and model_mod.Replicates([reused]).run == "20250101-run"
+
+
 def test_ratio_and_byte_formats():
     assert formatting.fmt_ci(stats.Ratio(1.2, 1.1, 1.3)) == "×1.20 [1.10–1.30]"
     assert formatting.fmt_ci(stats.Ratio(1.007, 0.984, 1.031)) == "×1.007 [0.984–1.031]"  # narrow: 3 decimals
@@ -411,7 +471,8 @@ def test_a_clear_winner_is_named(reps):
     assert gpu["compile"]["status"] == "winner" and gpu["compile"]["fastest"] == "flax"
     verdict_html = html.split('<section id="verdict">')[1].split("</section>")[0]
     assert re.search(r'<i style="background:#0072B2"></i>flax</span> is fastest', verdict_html)
-    assert "×1.20 [1.17–1.23]" in verdict_html and "compiles fastest" in verdict_html
+    # simultaneous over the 3 pairs of 3 implementations: each interval at 98.3%, wider than a lone 95% one
+    assert "×1.20 [1.16–1.24]" in verdict_html and "compiles fastest" in verdict_html
 
 
 def test_within_noise_no_winner_is_named(reps):
@@ -426,7 +487,12 @@ def test_within_noise_no_winner_is_named(reps):
     for g in cpu["speed"]:  # per batch size, too: no cell is marked the winner
         assert g["compare"]["status"] == "no clear difference" and not any(r["best"] for r in g["rows"])
     assert "No clear difference: " in html and "no clear difference</span>" in html
-    assert "×1.007 [0.984–1.031]" in html  # the interval is given
+    steps = report_samples.REPLICATE_STEPS
+    both = [(steps[("cpu", bs)]["keras-jax"], steps[("cpu", bs)]["flax"]) for bs in (16, 32)]
+    expected = stats.log_ratio(both, stats.simultaneous_level(3))  # 3 implementations compared: 98.3% each
+    got = rows["keras-jax"]["ratio"]
+    assert (got.lo, got.hi) == (pytest.approx(expected.lo), pytest.approx(expected.hi))
+    assert formatting.fmt_ci(expected) in html  # the interval is given
 
 
 def test_aa_copy_is_its_own_series_and_the_noise_floor(reps):
@@ -480,7 +546,8 @@ def test_new_fields_are_on_the_page(reps):
     assert "What a timed step contains".lower() in html.lower() and "users 55,652" in html
     assert "as users run it" in html
     cpu = blocks[("rep-box", "cpu")]
-    assert cpu["matmul_rate"] == {"flops": 2.6e11, "precision": "float32", "framework": "jax", "distinct": 1}
+    assert cpu["matmul_rate"] == {"flops": 2.6e11, "precision": "float32", "framework": "jax", "method": None,
+                                  "default_flops": None, "distinct": 1}
     assert "Measured matmul rate on this device" in html and "peak" not in html.replace("peak memory", "")
     d = next(r for r in cpu["details"] if r["impl"] == "flax" and r["batch_size"] == 32)
     assert d["xla_to_analytic"] == pytest.approx(1.04) and d["rss_growth_bytes"] == 3 * 2**20

@@ -102,6 +102,7 @@ class Workers:
         self.logs = home() / "gate" / "logs"
         self.timeout_s = timeout_s
         self.started = 0
+        self.rates: dict[str, dict | None] = {}  # device -> the worker's matmul_rate answer
 
     def payload(self, cell: Cell) -> dict:
         try:
@@ -109,6 +110,20 @@ class Workers:
         except DataError as e:
             raise GateInputError(f"cannot prepare the synthetic step data: {e}") from None
         return payload(cell, self.data.kwargs(cell.spec.image_size, cell.protocol))
+
+    def calibration(self, device: str) -> float | None:
+        """The device's measured matmul rate, by the very method of the pytest runs (the working tree's
+        worker op, in a process of its own); once per gate run; None where it cannot be measured."""
+        if device not in self.rates:
+            try:
+                with Worker(self.logs / f"matmul-rate-{device}.log", None, self.timeout_s) as w:
+                    self.rates[device] = w.call("matmul_rate", device=device)
+            except WorkerError:
+                self.rates[device] = None
+        return (self.rates[device] or {}).get("flops")
+
+    def calibration_method(self, device: str) -> str | None:
+        return (self.rates.get(device) or {}).get("method")
 
     def speaks(self, roots: dict[str, Path]) -> dict[str, Protocol | str]:
         """Per tree, what its worker understands, or why it could not say; one short-lived worker each."""
@@ -260,16 +275,6 @@ def pair_test(metric: str, base: Side, head: Side, args, deadline: float, rng: r
     }
 
 
-def calibrate(side: Side, cell: Cell) -> float | None:
-    """The head worker's float32 matmul rate (1024 x 1024, best of 5, as the reference figures were)."""
-    try:
-        rate = call(side, "matmul_rate", backend=registry.entry(cell.impl).backend, device=cell.device,
-                    n=1024, repeats=5)
-        return float(rate["flops"])
-    except (SideFailed, KeyError, TypeError, ValueError):
-        return None
-
-
 def close_all(sides) -> None:
     for s in sides:
         if s.worker is not None:
@@ -351,7 +356,7 @@ class Measurement:
                                              self.deadline(expected), self.rng)
                     recs[gc]["pairs"].append(details)
                     if j == 0 and gc.metric == "step" and self.args.calibrate:
-                        recs[gc]["head_peak_flops"] = calibrate(sides["head"], gc.cell)
+                        recs[gc]["head_peak_flops"] = self.workers.calibration(gc.cell.device)
                     self.say(f"{gc.key}: process pair {j + 1}: {details['samples']} samples, ratio {dec.ratio:.3f} "
                              f"[{dec.ci[0]:.3f}, {dec.ci[1]:.3f}], p {dec.p:.2g} (alpha {dec.alpha:.2g}) -- "
                              f"{'shows a regression' if dec.regressed else 'no regression'} ({details['stopped']})")
@@ -376,7 +381,8 @@ class Measurement:
                    stopped=(f"all {rule.n} process pairs showed a regression" if rule.regressed
                             else f"process pair {len(rule.decisions)} showed no regression"))
         if rec["metric"] == "step":
-            ratio_ref = baseline.normalised_ratio(self.refs.get(rec["key"]), rec["head_s"], rec.get("head_peak_flops"))
+            ratio_ref = baseline.normalised_ratio(self.refs.get(rec["key"]), rec["head_s"], rec.get("head_peak_flops"),
+                                                  self.workers.calibration_method(rec["device"]))
             if ratio_ref is not None:
                 rec["normalised_vs_reference"] = ratio_ref
         self.say(f"{rec['key']}: {'REGRESSED' if rule.regressed else 'pass'} -- {rec['stopped']}; ratio {ratio:.3f} "
@@ -403,7 +409,7 @@ def measure_reference(args, gcells: list[GateCell], say) -> dict[str, dict]:
             workers.ready(side, gc.cell, workers.payload(gc.cell))
             k, _ = get_ready((side,), args)
             times = [timed_block(side, k) for _ in range(args.reference_blocks)]
-            peak = calibrate(side, gc.cell)
+            peak = workers.calibration(gc.cell.device)
         except SideFailed as e:
             raise GateInputError(f"{gc.key}: cannot measure: {e.reason}") from None
         finally:
@@ -414,6 +420,7 @@ def measure_reference(args, gcells: list[GateCell], say) -> dict[str, dict]:
             "step_s_q1": round(float(np.percentile(times, 25)), 6),
             "step_s_q3": round(float(np.percentile(times, 75)), 6),
             "peak_flops": round(peak, -6) if peak else None,
+            "calibration": workers.calibration_method(gc.cell.device),
             "normalised_step": round(step * peak, -3) if peak else None,
         }
         say(f"{gc.key}: step {step * 1e3:.1f} ms, calibration {peak / 1e9 if peak else float('nan'):.1f} GFLOP/s")

@@ -182,9 +182,10 @@ def write(path: Path, mc: dict, commit: str, dirty: bool, figures: dict, version
     })
 
 
-def normalised_ratio(ref: dict | None, step_s: float, peak_flops: float | None) -> float | None:
-    """Calibration-normalised step (step x matmul rate) over the reference's; None without both rates."""
-    if not (ref and ref.get("peak_flops") and peak_flops):
+def normalised_ratio(ref: dict | None, step_s: float, peak_flops: float | None, method: str | None) -> float | None:
+    """Calibration-normalised step (step x matmul rate) over the reference's; None without both rates,
+    or where the reference's rate was measured by another method (not the same figure)."""
+    if not (ref and ref.get("peak_flops") and peak_flops) or ref.get("calibration") != method:
         return None
     return (step_s * peak_flops) / (ref["step_s"] * ref["peak_flops"])
 
@@ -224,11 +225,12 @@ def _compare(info: dict, threshold: float, reference: dict) -> dict:
            "head_peak_flops": info.get("peak_flops")}
     if ref is None:
         return {**rec, "status": "no reference", "regressed": False}
-    ratio = normalised_ratio(ref, info["step_s_median"], info.get("peak_flops"))
+    ratio = normalised_ratio(ref, info["step_s_median"], info.get("peak_flops"), info.get("matmul_rate_method"))
     if ratio is not None:
         rec.update(normalised_vs_reference=ratio,
                    rule=f"normalised step > reference x {1 + threshold:.2f} (single run: no A/B test)")
     else:
         ratio = info["step_s_median"] / ref["step_s"]
-        rec.update(rule="raw step vs reference (no calibration figure)")
+        rec.update(rule="raw step vs reference (no calibration figure by the same method on both sides: "
+                        "`xfbench gate --update-baseline` re-measures the reference)")
     return {**rec, "status": "ok", "ratio": ratio, "confidence": None, "regressed": ratio > 1 + threshold}

@@ -1,7 +1,8 @@
 """Framework runtime helpers, one module per runtime, each with the same functions.
 
 Any implementation, and the worker, may use them: device lookup and naming,
-XLA cost analysis, the matmul rate, memory figures, compile-event listeners.
+XLA cost analysis, memory figures, compile-event listeners (and, in JAX's, the
+matmul rate: the one calibration every run uses, `worker._Cell.matmul_rate`).
 `for_backend(backend)` imports only the one asked for (a TensorFlow worker never
 imports JAX, and the other way round).
 """
@@ -22,10 +23,13 @@ def for_backend(backend: str):
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(MODULES)}") from None
 
 
+LIFETIME_RSS = "process lifetime peak RSS (imports, data and the compiler included)"
+
+
 def process_peak_rss() -> dict:
-    """The process's peak resident memory: the memory figure on a CPU."""
+    """The process's lifetime peak resident memory: framework, data and compiler included."""
     return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "memory_source": "process peak RSS"}
+            "memory_source": LIFETIME_RSS}
 
 
 # environment that decides how many threads a framework uses, recorded beside every cell

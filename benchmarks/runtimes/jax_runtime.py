@@ -46,6 +46,20 @@ def to_float(value) -> float:
     return float(jax.block_until_ready(value))
 
 
+def start_up(kind: str) -> None:
+    """Initialise the runtime on the device before anything is timed: one throwaway compiled function
+    running a convolution and a matmul there (on a GPU that loads cuDNN and cuBLAS), so that start-up
+    falls on no implementation's first step."""
+    x = jax.device_put(jnp.ones((1, 8, 8, 3), jnp.float32), device(kind))
+    w = jax.device_put(jnp.ones((3, 3, 3, 4), jnp.float32), device(kind))
+
+    def conv_matmul(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y.reshape(1, -1) @ jnp.ones((y.size, 2), jnp.float32)
+
+    jax.block_until_ready(jax.jit(conv_matmul)(x, w))
+
+
 def forget_compiled() -> None:
     """Drop every jitted function's compiled and traced forms: the next call compiles cold."""
     jax.clear_caches()
@@ -61,10 +75,11 @@ def cost_analysis_flops(compiled) -> float | None:
     return float(ca["flops"])
 
 
-def matmul_rate(kind: str, n: int, repeats: int = 5) -> float:
-    """Best float32 n x n matmul rate (FLOP/s) on the device."""
+def matmul_rate(kind: str, n: int, repeats: int, precision: str = "highest") -> float:
+    """Best float32 n x n matmul rate (FLOP/s) on the device, at a `jax.lax.Precision` ("highest": full
+    float32; "default": what JAX picks, TF32 on NVIDIA GPUs since Ampere)."""
     a = jax.device_put(jnp.ones((n, n), jnp.float32), device(kind))
-    mm = jax.jit(lambda x: x @ x)
+    mm = jax.jit(lambda x: jnp.matmul(x, x, precision=jax.lax.Precision[precision.upper()]))
     mm(a).block_until_ready()
     best = math.inf
     for _ in range(repeats):
@@ -87,11 +102,18 @@ def memory_limit_bytes(kind: str) -> int | None:
     return (device(kind).memory_stats() or {}).get("bytes_limit")
 
 
+def reset_peak_memory(kind: str) -> bool:
+    """JAX has no call to reset a device's peak: its peak stays the process's lifetime one."""
+    return False
+
+
 def peak_memory(kind: str) -> dict:
+    """The peak (labelled with what it spans) and, on a GPU, the bytes in use now."""
     if kind != "cpu":
         stats = device(kind).memory_stats() or {}
         if "peak_bytes_in_use" in stats:
-            return {"peak_memory_bytes": stats["peak_bytes_in_use"], "memory_source": "device peak_bytes_in_use"}
+            return {"peak_memory_bytes": stats["peak_bytes_in_use"], "device_bytes_in_use": stats.get("bytes_in_use"),
+                    "memory_source": "device peak_bytes_in_use over the process's lifetime (compile scratch included)"}
     return process_peak_rss()
 
 

@@ -30,6 +30,21 @@ def device(kind: str) -> str:
     return "/GPU:0"
 
 
+def start_up(kind: str) -> None:
+    """Initialise the runtime on the device before anything is timed: one throwaway XLA-compiled
+    function running a convolution and a matmul there (on a GPU that loads cuDNN and cuBLAS), so that
+    start-up falls on no implementation's first step."""
+    with tf.device(device(kind)):
+        x, w = tf.ones((1, 8, 8, 3)), tf.ones((3, 3, 3, 4))
+
+    @tf.function(jit_compile=True)
+    def conv_matmul(x, w):
+        y = tf.nn.conv2d(x, w, 1, "SAME")
+        return tf.reshape(y, (1, -1)) @ tf.ones((8 * 8 * 4, 2))
+
+    conv_matmul(x, w).numpy()
+
+
 def device_name(dev: str) -> str:
     if dev.startswith("/CPU"):
         return "cpu"
@@ -50,20 +65,6 @@ def to_float(value) -> float:
     return float(value.numpy())
 
 
-def matmul_rate(kind: str, n: int, repeats: int = 5) -> float:
-    """Best float32 n x n matmul rate (FLOP/s), XLA-compiled as the Keras steps are."""
-    with tf.device(device(kind)):
-        a = tf.ones((n, n), tf.float32)
-    mm = tf.function(lambda x: tf.reduce_sum(tf.linalg.matmul(x, x)), jit_compile=True)
-    mm(a).numpy()  # a scalar back, so the copy is not timed
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        mm(a).numpy()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
 def threads() -> dict:
     """TF's intra- and inter-op pools (0: TF picks, one per usable core)."""
     return {**process_threads(), "framework": f"tensorflow {tf.__version__}",
@@ -75,10 +76,20 @@ def memory_limit_bytes(kind: str) -> int | None:
     return None  # TensorFlow does not report a GPU's size before allocating
 
 
+def reset_peak_memory(kind: str) -> bool:
+    """On a GPU, restart TensorFlow's peak count (so the peak read later spans the timed steps)."""
+    if kind == "cpu":
+        return False
+    tf.config.experimental.reset_memory_stats("GPU:0")
+    return True
+
+
 def peak_memory(kind: str) -> dict:
+    """The peak (labelled with what it spans) and, on a GPU, the bytes in use now."""
     if kind != "cpu":
         info = tf.config.experimental.get_memory_info("GPU:0")
-        return {"peak_memory_bytes": info["peak"], "memory_source": "device peak (TensorFlow)"}
+        return {"peak_memory_bytes": info["peak"], "device_bytes_in_use": info["current"],
+                "memory_source": "device peak (TensorFlow), since the peak was reset"}
     return process_peak_rss()
 
 
