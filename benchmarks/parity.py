@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 
 from benchmarks.registry import NAMES, REFERENCE, entry
 from benchmarks.spec import ModelSpec, TrainConfig
+from benchmarks.worker_client import worker_env
 from shared_data.cli import bounded, image_size_arg, seed_arg
 from shared_data.preprocess import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
@@ -88,7 +88,7 @@ def worker(name: str, in_path: str, out_path: str, config: dict) -> None:
 
 def _run_worker(name: str, in_path: Path, out_path: Path, config: dict) -> dict:
     entry(name)  # unknown name -> clear error before spawning
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env = worker_env(None)  # the harness's settings: on a GPU no worker preallocates the memory of all
     env.pop("KERAS_BACKEND", None)
     cmd = [sys.executable, "-m", "benchmarks.parity", "--worker", name,
            "--in", str(in_path), "--out", str(out_path), "--config", json.dumps(config)]

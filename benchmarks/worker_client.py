@@ -94,7 +94,9 @@ class Worker:
         self.on_progress = on_progress or (lambda msg: None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
-        self.env = dict(worker_env(keras_backend), PYTHONPATH=str(self.root))
+        # the source tree first, then whatever the caller had (packages carried to a GPU machine, say)
+        inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        self.env = dict(worker_env(keras_backend), PYTHONPATH=os.pathsep.join([str(self.root), *inherited]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.worker"],
             stdin=subprocess.PIPE,

@@ -59,6 +59,20 @@ def test_worker_measures_a_step(tmp_path):
     assert fin["flops_xla"] == pytest.approx(ModelSpec(16).train_flops(8), rel=0.1)
 
 
+def test_workers_inherit_the_callers_pythonpath_after_the_tree(tmp_path, monkeypatch):
+    """Packages installed into a folder on PYTHONPATH (as gpu_run.sh does with its carried wheels)
+    reach the workers; the worker's own source tree still comes first."""
+    site = tmp_path / "site"
+    (site / "carried_pkg").mkdir(parents=True)
+    (site / "carried_pkg" / "__init__.py").write_text("VERSION = '9.9'\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
+        assert w.env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), str(site)]
+        proc = subprocess.run([sys.executable, "-c", "import carried_pkg, benchmarks; print(carried_pkg.VERSION, "
+                               "benchmarks.__file__)"], env=w.env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["9.9", str(ROOT / "benchmarks" / "__init__.py")]
+
+
 def test_worker_killed_mid_call_is_reported(tmp_path):
     with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
         w.call("setup", cell=payload(tmp_path))
