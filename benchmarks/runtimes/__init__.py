@@ -1,4 +1,4 @@
-"""Framework runtime helpers, one module per runtime, with the same functions (the matmul rate: JAX's only).
+"""Framework runtime helpers, one module per runtime, with the same functions (the matmul rate: JAX only).
 
 Any implementation, and the worker, may use them: device lookup and naming,
 XLA cost analysis, memory figures, compile-event listeners (and, in JAX's, the

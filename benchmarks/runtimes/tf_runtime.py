@@ -1,4 +1,4 @@
-"""TensorFlow runtime helpers: the functions of `jax_runtime` but the matmul rate (one calibration, by JAX)."""
+"""TensorFlow runtime helpers: those of `jax_runtime` but the matmul rate (one calibration, by JAX)."""
 
 from __future__ import annotations
 
