@@ -18,6 +18,9 @@ What an implementation must provide (the abstract methods below):
     trace_count()                step traces so far (None where the runtime counts compiles)
     prepare(device_batch)        everything the first step would otherwise do besides tracing and
                                  compiling it (default: nothing; Keras builds its optimizer here)
+    phases(device_batch)         the step taken apart, for the step breakdown: {"forward",
+                                 "forward_backward", "update"} -> a zero-argument call of a compiled
+                                 function whose result the runtime's `block` waits for
     forget_compiled()            drop the compiled step: the next train_step traces and compiles
                                  again (compile time sampled repeatedly in one process)
     timed_region                 one sentence: what a timed step contains
@@ -34,7 +37,7 @@ batch; Keras users call `model.fit`), described by `user_loop`.
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -124,6 +127,13 @@ class Implementation(abc.ABC):
         """Called in set-up, after the runtime started and the weights exist: build whatever the first
         train step would otherwise build besides its own compiled function (model and optimizer state),
         so that the first step's extra time is the step's trace and compile alone, in every framework."""
+
+    @abc.abstractmethod
+    def phases(self, device_batch: Any) -> dict[str, Callable[[], Any]]:
+        """The step's phases, each its own compiled function on `device_batch` and the current state:
+        "forward" (the training loss), "forward_backward" (the loss and every gradient) and "update" (the
+        optimizer applied to fixed gradients). Nothing is changed; each result holds all it computed,
+        so no part of it is dead code."""
 
     def before_timing(self) -> None:
         """Once, after the warm-up and before the timed rounds: what the framework's own loop does

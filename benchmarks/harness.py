@@ -26,10 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE_PATHS = ("shared_data", "benchmarks/runtimes", "benchmarks/spec.py", "benchmarks/contract.py",
               "benchmarks/training.py", "benchmarks/worker.py", "benchmarks/registry.py", "benchmarks/weights.py",
               "benchmarks/harness.py", "benchmarks/test_matrix.py", "benchmarks/profiles.py")
+# The tuned series (`--xf-tuned IMPL`, JAX implementations on the CPU): what closed keras-tf's lead on
+# this 2-core CPU. jaxlib gets a fresh scratch buffer from glibc every step (90 MiB at 64 px, pool
+# stride 2), above glibc's mmap threshold, so each step faults every page of it in again; these glibc
+# tunables keep it on the heap. The XLA flag keeps convolutions out of YNNPACK, whose weight gradients
+# were about 3x slower than XLA's own here. Evidence and commands: README, "Why keras-tf leads on the CPU".
+TUNED_ENV = {
+    "GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296:glibc.malloc.arena_max=1",
+    "XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+}
 # environment that changes what the frameworks compile or how they run it: part of every reuse key
 COMPILE_ENV = ("XLA_FLAGS", "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION",
                "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-               "TF_NUM_INTEROP_THREADS")
+               "TF_NUM_INTEROP_THREADS", "GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF")
 
 
 def code_fingerprint() -> str:
@@ -186,6 +195,8 @@ class Session:
             "replicate": cell.replicate,
             "replicates": self.profile.replicates if cell.kind == "step" else 1,
             "aa_copy": cell.aa_copy,
+            "tuned": cell.tuned,
+            "tuned_env": TUNED_ENV if cell.tuned else None,
             "command": self.reproduce(cell),
             "backend": registry.entry(cell.impl).backend,
             "device": cell.device,
@@ -208,6 +219,8 @@ class Session:
             parts.append(f"--xf-source={source}")
         if cell.aa_copy:
             parts.append(f"--xf-aa={cell.impl}")
+        if cell.tuned:
+            parts.append(f"--xf-tuned={cell.impl}")
         return " ".join(parts + [f"-k '{select(cell)}'"])
 
     @contextlib.contextmanager
@@ -221,6 +234,7 @@ class Session:
                 entry.keras_backend,
                 self.profile.cell_timeout_s,
                 on_progress=lambda m: self.say(f"{cell.id}: {m}"),
+                env=TUNED_ENV if cell.tuned else None,
             )
             yield w
         except CellSkipped as e:
@@ -280,7 +294,7 @@ class Session:
     def cell_key(self, cell: Cell) -> str:
         p = self.profile
         return self.key(
-            kind=cell.kind, augment=cell.augment, replicate=cell.replicate, aa_copy=cell.aa_copy,
+            kind=cell.kind, augment=cell.augment, replicate=cell.replicate, aa_copy=cell.aa_copy, tuned=cell.tuned,
             payload=self.payload(cell), data=self.data_summary(cell)["fingerprint"],
             seeds=list(p.seeds), epochs=p.epochs, rounds=p.rounds, warmup=p.warmup_steps, min_call_s=p.min_call_s,
         )
@@ -426,11 +440,14 @@ def step_figures(cell: Cell, stats, outer: list[float], steps_per_call: int, fir
         "training_rss_bytes": fin["training_rss_bytes"] if cell.device == "cpu" else None,
         "device_bytes_in_use": fin.get("device_bytes_in_use"),
         "peak_spans_timed_steps_only": fin["peak_spans_timed_steps_only"],
+        "page_faults_per_step": fin["page_faults_per_step"],
+        "kernel_s_per_step": fin["kernel_s_per_step"],
+        "busy_cores": fin["busy_cores"],
         "recompiles": fin["recompiles"],
         "loop_step_s": fin["loop_step_s"],
         "harness_overhead": harness_overhead(outer, fin["inner_call_s"]),
     }
-    figures.update({k: fin[k] for k in ("user_epoch_s", "user_images_per_s", "user_loop") if k in fin})
+    figures.update({k: fin[k] for k in ("user_epoch_s", "user_images_per_s", "user_loop", "breakdown") if k in fin})
     return figures
 
 

@@ -40,6 +40,9 @@ def pytest_addoption(parser):
     g.addoption("--xf-replicates", default=None, help="override the profile's worker processes per step cell")
     g.addoption("--xf-aa", default=None, metavar="IMPL",
                 help="A/A control: add a second, identical copy of IMPL's step cells (the harness's noise floor)")
+    g.addoption("--xf-tuned", default=None, metavar="IMPL",
+                help="add a copy of IMPL's step cells run with the tuned settings (harness.TUNED_ENV; JAX "
+                     "implementations only), ranked with no one: the frameworks' defaults stay the headline")
     g.addoption("--xf-order-seed", default=None, help="seed of the step cells' random order (default: random)")
 
 
@@ -96,6 +99,7 @@ class XfState:
     impls: list[str]
     run_id: str
     aa: str | None  # the implementation copied as the A/A control, if any
+    tuned: str | None  # the implementation copied with the tuned settings, if any
     order_seed: int  # seed of the step cells' interleaved order
     devices: list[str] | None = None  # resolved on first use: probing GPUs takes a process
     gpus: list[str] = field(default_factory=list)
@@ -113,9 +117,16 @@ def pytest_configure(config):
     aa = config.getoption("xf_aa")
     if aa is not None:
         aa = _option_list(config, "xf_aa", registry.NAMES)[0]
+    tuned = config.getoption("xf_tuned")
+    if tuned is not None:
+        tuned = _option_list(config, "xf_tuned", registry.NAMES)[0]
+        if registry.entry(tuned).backend != "jax":
+            raise pytest.UsageError(f"--xf-tuned={tuned}: the tuned settings are for JAX implementations "
+                                    f"(its XLA flag is jaxlib's); choose one of "
+                                    f"{', '.join(n for n in registry.NAMES if registry.entry(n).backend == 'jax')}")
     seed = _positive_ints(config, "xf_order_seed", 0, 2**31 - 1)
     state = config.stash[STATE] = XfState(
-        _profile(config), _option_list(config, "xf_impls", registry.NAMES), RunFolder.new_id(), aa,
+        _profile(config), _option_list(config, "xf_impls", registry.NAMES), RunFolder.new_id(), aa, tuned,
         seed[0] if seed else random.randrange(2**31),
     )
     if config.getoption("benchmark_only", False) and not config.getoption("benchmark_save", None):
@@ -142,7 +153,8 @@ def pytest_generate_tests(metafunc):
     for fixture, kind in kinds.items():
         if fixture in metafunc.fixturenames:
             state = _resolved(metafunc.config)
-            matrix = [c for c in cells(state.profile, state.impls, state.devices, state.aa) if c.kind == kind]
+            matrix = [c for c in cells(state.profile, state.impls, state.devices, state.aa, state.tuned)
+                      if c.kind == kind]
             metafunc.parametrize(fixture, matrix, ids=[c.id for c in matrix])
 
 
@@ -253,6 +265,7 @@ def _machine_info(config) -> dict:
         info["run_id"] = session.run.run_id if session.run else None
         info["impl_order"] = list(session.impls)  # the registry's order, for the report
         info["order_seed"], info["replicates"], info["aa"] = state.order_seed, session.profile.replicates, state.aa
+        info["tuned"] = state.tuned
         info["stats_unit"] = "step"  # step cells' stats are per training step (earlier runs: per call)
         info["matmul_rates"] = session.matmul_rates
     return info

@@ -105,11 +105,12 @@ class Cell:
     augment: bool = False
     replicate: int = 0  # which of the step cell's independent processes
     aa_copy: bool = False  # the A/A control: a second, identical copy of `impl`
+    tuned: bool = False  # a copy of `impl` run with the harness's TUNED_ENV (opt-in; the defaults stay the headline)
 
     @property
     def series(self) -> str:
-        """The name this cell's figures are compared under (the A/A copy is its own series)."""
-        return f"{self.impl}~aa" if self.aa_copy else self.impl
+        """The name this cell's figures are compared under (the A/A and tuned copies are series of their own)."""
+        return f"{self.impl}~aa" if self.aa_copy else f"{self.impl}~tuned" if self.tuned else self.impl
 
     @property
     def id(self) -> str:
@@ -119,10 +120,13 @@ class Cell:
         return f"acc-{base}-{self.protocol}-{'aug' if self.augment else 'noaug'}"
 
 
-def cells(p: Profile, impls=registry.NAMES, devices=("cpu",), aa: str | None = None) -> list[Cell]:
-    """The matrix; `aa` adds an identical copy of that implementation's step cells (the A/A control)."""
+def cells(p: Profile, impls=registry.NAMES, devices=("cpu",), aa: str | None = None,
+          tuned: str | None = None) -> list[Cell]:
+    """The matrix; `aa` adds an identical copy of that implementation's step cells (the A/A control),
+    `tuned` a copy run with the tuned settings."""
     out = []
-    series = [(impl, False) for impl in impls] + ([(aa, True)] if aa else [])
+    series = ([(impl, {}) for impl in impls] + ([(aa, {"aa_copy": True})] if aa else [])
+              + ([(tuned, {"tuned": True})] if tuned else []))
     for device in devices:
         for size in p.image_sizes:
             for stride in p.pool_strides:
@@ -130,7 +134,7 @@ def cells(p: Profile, impls=registry.NAMES, devices=("cpu",), aa: str | None = N
                     for r in range(p.replicates):
                         for impl, copy in series:
                             out.append(Cell("step", impl, device, ModelSpec(size, pool_stride=stride),
-                                            TrainConfig(batch_size=bs), replicate=r, aa_copy=copy))
+                                            TrainConfig(batch_size=bs), replicate=r, **copy))
         spec = ModelSpec(p.accuracy_image_size)
         train = TrainConfig(batch_size=p.accuracy_batch_size, epochs=p.epochs)
         for protocol in p.protocols:

@@ -54,8 +54,10 @@ def test_step(benchmark, xf, step_cell: Cell):
         )
         loss = benchmark.pedantic(w.call, args=("steps",), kwargs={"n": steps_per_call}, rounds=p.rounds, iterations=1)
         outer = list(benchmark.stats.stats.data)  # the timed calls, round trip included
-        # XLA's FLOP count and the epoch as users run it: once per configuration (replicate 0)
+        # XLA's FLOP count, the epoch as users run it and the step taken apart: once per configuration
         fin = w.call("finish", loop_steps=max(3, 2 * steps_per_call), extras=cell.replicate == 0)
+        if cell.replicate == 0:
+            fin["breakdown"] = w.call("breakdown", repeats=5)
     stats = per_step(benchmark.stats.stats, steps_per_call)
     benchmark.stats.iterations = steps_per_call
     info.update(step_figures(cell, stats, outer, steps_per_call, first, fin, setup, rate), round_trip_s=rtt)

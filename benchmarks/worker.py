@@ -6,8 +6,8 @@ corrupt the channel (stderr goes to the cell's log). The parent side is
 `benchmarks.worker_client`. Because each cell gets its own interpreter, Keras
 backends never meet and the first step compiles cold.
 
-Ops (protocol 3): hello, matmul_rate, setup, first_step, warmup, steps, finish, train,
-recompile, inject. (Protocol 1's `finish` also measured a matmul rate per worker; 2 measures
+Ops (protocol 3): hello, matmul_rate, setup, first_step, warmup, steps, finish, breakdown,
+train, recompile, inject. (Protocol 1's `finish` also measured a matmul rate per worker; 2 measures
 it once per run; 3 adds `recompile`, compile time sampled again in one process, and `inject`,
 the gate's self-test slowdown.) `setup` may be called again to move the worker to another cell.
 Framework specifics go through `benchmarks.runtimes`, chosen by the registry
@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
 import sys
 import time
 
@@ -184,6 +185,8 @@ class _Cell:
         self.impl.before_timing()
         self.peak_reset = self.runtime.reset_peak_memory(self.cell["device"])
         self.inner_times = []
+        self.steps_timed = 0
+        self.usage_at_mark = resource.getrusage(resource.RUSAGE_SELF)
         self.compiles_at_mark = self.events.compiles
         self.traces_at_mark = self.impl.trace_count()
 
@@ -194,6 +197,7 @@ class _Cell:
         loss = self.impl.sync(self.impl.run_steps(self.device_batch, n))
         self._burn(n)
         self.inner_times.append(time.perf_counter() - t0)
+        self.steps_timed += n
         return loss
 
     def finish(self, loop_steps: int, extras: bool = False) -> dict:
@@ -204,7 +208,7 @@ class _Cell:
         if traces is not None and self.traces_at_mark is not None:
             recompiles += traces - self.traces_at_mark
         rss = current_rss()
-        out = {"recompiles": recompiles, "inner_call_s": list(self.inner_times),
+        out = {"recompiles": recompiles, "inner_call_s": list(self.inner_times), **self._usage_per_step(),
                **self.runtime.peak_memory(self.cell["device"]), "peak_spans_timed_steps_only": self.peak_reset,
                "rss_growth_bytes": rss - self.rss_after_setup,  # during the timed steps: about 0
                "framework_rss_bytes": self.rss_before_model,  # imports, runtime start-up, data
@@ -216,6 +220,32 @@ class _Cell:
         if extras:
             out["flops_xla"] = self.impl.flops_per_step(self.device_batch)
             out.update(self._user_epoch())
+        return out
+
+    def _usage_per_step(self) -> dict:
+        """What the timed steps cost the process beyond wall time, per step (getrusage): minor page faults
+        (memory touched for the first time), kernel CPU seconds, and the cores kept busy on average."""
+        now, then = resource.getrusage(resource.RUSAGE_SELF), self.usage_at_mark
+        n, wall = max(self.steps_timed, 1), sum(self.inner_times)
+        cpu = now.ru_utime - then.ru_utime + now.ru_stime - then.ru_stime
+        return {"page_faults_per_step": (now.ru_minflt - then.ru_minflt) / n,
+                "kernel_s_per_step": (now.ru_stime - then.ru_stime) / n,
+                "busy_cores": cpu / wall if wall > 0 else None}
+
+    def breakdown(self, repeats: int) -> dict:
+        """The step taken apart (`Implementation.phases`): each phase compiled by a first call, then
+        the median of `repeats` calls, each waited for. Runs after the timed steps."""
+        import statistics
+
+        out = {}
+        for name, call in self.impl.phases(self.device_batch).items():
+            self.runtime.block(call())
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                self.runtime.block(call())
+                times.append(time.perf_counter() - t0)
+            out[f"{name}_s"] = statistics.median(times)
         return out
 
     def _user_epoch(self) -> dict:

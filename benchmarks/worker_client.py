@@ -86,8 +86,9 @@ class Worker:
     """Parent-side handle. Use as a context manager; every call has a timeout."""
 
     def __init__(self, log_path: Path, keras_backend: str | None, timeout_s: float, on_progress=None,
-                 root: Path | None = None):
-        """`root`: the source tree the worker imports from (another commit's worktree for A/B runs)."""
+                 root: Path | None = None, env: dict | None = None):
+        """`root`: the source tree the worker imports from (another commit's worktree for A/B runs);
+        `env`: settings on top of the worker's environment (XLA_FLAGS after any the caller has)."""
         self.root = Path(root) if root else ROOT
         self.timeout_s = timeout_s
         self.log_path = Path(log_path)
@@ -97,6 +98,8 @@ class Worker:
         # the source tree first, then whatever the caller had (packages carried to a GPU machine, say)
         inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         self.env = dict(worker_env(keras_backend), PYTHONPATH=os.pathsep.join([str(self.root), *inherited]))
+        for key, value in (env or {}).items():
+            self.env[key] = f"{self.env[key]} {value}" if key == "XLA_FLAGS" and self.env.get(key) else value
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.worker"],
             stdin=subprocess.PIPE,

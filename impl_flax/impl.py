@@ -63,6 +63,13 @@ class FlaxImpl(Implementation):
         x = jax.device_put(np.asarray(images, np.uint8), self.device)
         return np.asarray(T.predict_step(self.state, x))
 
+    def phases(self, device_batch: dict) -> dict:
+        forward, forward_backward, update = T.phase_functions()
+        grads = jax.tree.map(jnp.ones_like, self.state.params)  # fixed gradients for the update alone
+        return {"forward": lambda: forward(self.state, device_batch),
+                "forward_backward": lambda: forward_backward(self.state, device_batch),
+                "update": lambda: update(self.state, grads)}
+
     def flops_per_step(self, device_batch: dict) -> float | None:
         return jax_runtime.cost_analysis_flops(T.train_step.lower(self.state, device_batch).compile())
 

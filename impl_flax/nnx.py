@@ -154,6 +154,27 @@ class FlaxNNXImpl(Implementation):
         x = jax.device_put(np.asarray(images, np.uint8), self.device)
         return np.asarray(self._predict(self._state, x))
 
+    def phases(self, device_batch: dict) -> dict:
+        graphdef = self._graphdef
+
+        def loss_and_grads(state, batch):
+            model = nnx.merge(graphdef, state)["model"]
+            return nnx.value_and_grad(_loss_fn)(model, scale_images(batch["image"]), batch["label"])
+
+        def update(state, grads):
+            nodes = nnx.merge(graphdef, state)
+            nodes["optimizer"].update(nodes["model"], grads)
+            return nnx.to_pure_dict(nnx.state(nodes))
+
+        forward = jax.jit(lambda state, batch: _loss_fn(nnx.merge(graphdef, state)["model"],
+                                                        scale_images(batch["image"]), batch["label"]))
+        forward_backward = jax.jit(loss_and_grads)
+        grads = jax.tree.map(jnp.ones_like, forward_backward(self._state, device_batch)[1])
+        update = jax.jit(update)
+        return {"forward": lambda: forward(self._state, device_batch),
+                "forward_backward": lambda: forward_backward(self._state, device_batch),
+                "update": lambda: update(self._state, grads)}
+
     def flops_per_step(self, device_batch: dict) -> float | None:
         return jax_runtime.cost_analysis_flops(self._step.lower(self._state, device_batch).compile())
 

@@ -47,6 +47,19 @@ def train_step(state: train_state.TrainState, batch: dict) -> tuple[train_state.
     return state.apply_gradients(grads=grads), {"loss": loss}
 
 
+def phase_functions():
+    """The train step's phases as separate jitted functions (the step breakdown): the loss, the loss
+    and its gradients, the update from given gradients (state not donated: nothing changes)."""
+
+    def loss(params, state, batch):
+        return jnp.mean(cross_entropy(state.apply_fn({"params": params}, scale_images(batch["image"])), batch["label"]))
+
+    forward = jax.jit(lambda state, batch: loss(state.params, state, batch))
+    forward_backward = jax.jit(lambda state, batch: jax.value_and_grad(loss)(state.params, state, batch))
+    update = jax.jit(lambda state, grads: state.apply_gradients(grads=grads))
+    return forward, forward_backward, update
+
+
 @jax.jit
 def predict_step(state: train_state.TrainState, images_BHWC: jax.Array) -> jax.Array:
     return state.apply_fn({"params": state.params}, scale_images(images_BHWC))

@@ -197,6 +197,51 @@ class KerasImpl(Implementation):
             out = self.model.predict_on_batch(np.asarray(images, np.uint8))
         return np.asarray(keras.ops.convert_to_numpy(out))
 
+    def phases(self, device_batch: tuple) -> dict:
+        """Keras's own pieces: `compute_loss_and_updates` (JAX) or the model and `compute_loss` under a
+        GradientTape (TF), and `optimizer.stateless_apply` / `apply`, each XLA-compiled on its own."""
+        x, y = device_batch
+        m = self.model
+        if self.backend == "tensorflow":
+            tf = self._tf
+            variables = m.trainable_variables
+            with tf.device(self.device):  # the update works on copies: the model's weights stay as they are
+                shadow = [tf.Variable(v) for v in variables]
+                grads = [tf.ones_like(v) for v in variables]
+            opt = keras.optimizers.Adam.from_config(m.optimizer.get_config())
+            opt.build(shadow)
+
+            @tf.function(jit_compile=True)
+            def forward():
+                return m.compute_loss(x, y, m(x, training=True))
+
+            @tf.function(jit_compile=True)
+            def forward_backward():
+                with tf.GradientTape() as tape:
+                    loss = m.compute_loss(x, y, m(x, training=True))
+                return [loss, *tape.gradient(loss, variables)]
+
+            @tf.function(jit_compile=True)
+            def update():
+                opt.apply(grads, shadow)
+                return opt.iterations + 0  # returned once every assignment of the cluster is done
+
+            return {"forward": forward, "forward_backward": forward_backward, "update": update}
+        jax = self._jax
+        self._sync_state()
+        tv, ntv, ov, mv = m._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                                           optimizer_variables=True, metrics_variables=True)
+
+        def loss(tv, x, y):
+            return m.compute_loss_and_updates(tv, ntv, mv, x, y, None, training=True, optimizer_variables=ov)
+
+        forward = jax.jit(lambda tv, x, y: loss(tv, x, y)[0])
+        forward_backward = jax.jit(lambda tv, x, y: jax.value_and_grad(loss, has_aux=True)(tv, x, y))
+        update = jax.jit(m.optimizer.stateless_apply)
+        grads = [jax.numpy.ones_like(v) for v in tv]
+        return {"forward": lambda: forward(tv, x, y), "forward_backward": lambda: forward_backward(tv, x, y),
+                "update": lambda: update(ov, grads, tv)}
+
     def flops_per_step(self, device_batch: tuple) -> float | None:
         """JAX: XLA cost analysis of Keras's own train step (the function `make_train_function` jits)."""
         if self.backend != "jax":

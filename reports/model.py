@@ -16,6 +16,7 @@ from typing import Any
 from reports.stats import geomean
 
 AA_SUFFIX = " (A/A copy)"  # the series name of an A/A control: an identical second copy of an implementation
+TUNED_SUFFIX = " (tuned)"  # the series name of a copy run with the tuned settings (`--xf-tuned`)
 SELECT = re.compile(r" -k '([^']*)'")  # how a recorded command selects its cell (the harness's `reproduce`)
 
 
@@ -111,9 +112,19 @@ class Cell:
         return self.extra.get("aa_copy") is True
 
     @property
+    def tuned(self) -> bool:
+        return self.extra.get("tuned") is True
+
+    @property
+    def copy(self) -> bool:
+        """A second series of an implementation (A/A or tuned): shown against its original, ranked with no one."""
+        return self.aa_copy or self.tuned
+
+    @property
     def impl(self) -> str:
-        """The series this cell belongs to: its implementation, or "<impl> (A/A copy)" for an A/A control."""
-        return self.base_impl + (AA_SUFFIX if self.aa_copy else "")
+        """The series this cell belongs to: its implementation, "<impl> (A/A copy)" for an A/A control,
+        "<impl> (tuned)" for the tuned copy."""
+        return self.base_impl + (AA_SUFFIX if self.aa_copy else TUNED_SUFFIX if self.tuned else "")
 
     @property
     def replicate(self) -> int:

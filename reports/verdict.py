@@ -107,14 +107,14 @@ def compare(samples: dict[str, dict[tuple, list[float]]], impls: Impls, noise: R
     names.sort(key=lambda n: score[n])
     fastest = names[0]
     level = simultaneous_level(len(names))
-    rows = [{"impl": fastest, "ratio": None, "verdict": "fastest", "configs": len(samples[fastest])}]
+    rows = [{"impl": fastest, "ratio": None, "verdict": "fastest", "configs": len(samples[fastest]), "reason": None}]
     for n in names[1:]:
         shared = [k for k in samples[n] if k in samples[fastest]]
         ratio = log_ratio([(samples[n][k], samples[fastest][k]) for k in shared], level) if shared else None
         verdict = ratio.verdict if ratio else "no interval"
         if verdict in ("slower", "faster") and ratio.inside(noise):
             verdict = "within the noise floor"
-        rows.append({"impl": n, "ratio": ratio, "verdict": verdict, "configs": len(shared)})
+        rows.append({"impl": n, "ratio": ratio, "verdict": verdict, "configs": len(shared), "reason": None})
     verdicts = {r["verdict"] for r in rows[1:]}
     status = ("single" if not verdicts else "winner" if verdicts == {"slower"}
               else "no interval" if "no interval" in verdicts else "no clear difference")
@@ -125,9 +125,10 @@ def compare(samples: dict[str, dict[tuple, list[float]]], impls: Impls, noise: R
 
 
 def _aa_ratio(configs: list[Replicates], aa: Replicates | str, key: str) -> Ratio | None:
-    """An A/A copy's ratio to its original, over the configurations both measured (`aa` a series or a name)."""
+    """A copy's ratio (A/A or tuned) to its original, over the configurations both measured (`aa` a series
+    or a name)."""
     copies = [r for r in configs if r.impl == aa] if isinstance(aa, str) else [aa]
-    base = {(r.impl, _cfg(r)): r for r in configs if not r.aa_copy}
+    base = {(r.impl, _cfg(r)): r for r in configs if not r.copy}
     pairs = [(c.values(key), base[(c.base_impl, _cfg(c))].values(key)) for c in copies
              if (c.base_impl, _cfg(c)) in base]
     return log_ratio(pairs) if pairs else None
@@ -140,12 +141,57 @@ def _noise(configs: list[Replicates], key: str) -> Ratio | None:
 
 
 def _samples(configs: list[Replicates], key: str) -> dict[str, dict[tuple, list[float]]]:
-    """implementation -> configuration -> per-process values of `key`; A/A copies left out."""
+    """implementation -> configuration -> per-process values of `key`; A/A and tuned copies left out."""
     out: dict[str, dict[tuple, list[float]]] = defaultdict(dict)
     for r in configs:
-        if not r.aa_copy and r.values(key):
+        if not r.copy and r.values(key):
             out[r.impl][_cfg(r)] = r.values(key)
     return out
+
+
+# --------------------------------------------------------------------------- why a gap is large
+
+LARGE_GAP = 1.3  # a ratio beyond this carries a reason, or says it has none
+FRESH_MEMORY = 16 * 2**20  # first-touched bytes per step that make page faults a reason
+PAGE = 4096
+
+
+def _phases(r: Replicates) -> dict | None:
+    """The step taken apart (the breakdown of replicate 0): forward, backward, update, the rest."""
+    b = r.x("breakdown")
+    if not isinstance(b, dict) or not all(num(b.get(k)) for k in ("forward_s", "forward_backward_s", "update_s")):
+        return None
+    fwd, fb, upd = b["forward_s"], b["forward_backward_s"], b["update_s"]
+    return {"forward": fwd, "backward": fb - fwd, "update": upd, "rest": (r.step_s or fb + upd) - fb - upd}
+
+
+def reason(slow: Replicates, fast: Replicates) -> str:
+    """One line, from the run's own evidence, on why `slow` takes longer per step than `fast`:
+    memory it faults in afresh every step (getrusage), then the phase of the step where most of the
+    gap lies (the breakdown), or "unexplained"."""
+    parts = []
+    faults = [num(r.x("page_faults_per_step")) for r in (slow, fast)]
+    if None not in faults and faults[0] * PAGE >= FRESH_MEMORY and faults[0] >= 10 * max(faults[1], 1):
+        kernel = num(slow.x("kernel_s_per_step"))
+        parts.append(f"it faults in {faults[0] * PAGE / 2**20:.0f} MiB of fresh memory every step "
+                     f"({faults[0]:,.0f} page faults{f', {kernel * 1e3:.0f} ms in the kernel' if kernel else ''}) "
+                     f"where {fast.impl} reuses its memory ({faults[1]:,.0f} faults)")
+    a, b = _phases(slow), _phases(fast)
+    if a and b:
+        phase = max(a, key=lambda k: a[k] - b[k])
+        share = (a[phase] - b[phase]) / max((slow.step_s or 0) - (fast.step_s or 0), 1e-12)
+        parts.append(f"{share:.0%} of the gap is in the {phase} ({a[phase] * 1e3:.1f} vs {b[phase] * 1e3:.1f} ms)")
+    return "; ".join(parts) or "unexplained: no breakdown or memory evidence in this run"
+
+
+def _add_reasons(cmp: dict | None, by_impl: dict[str, list[Replicates]]) -> None:
+    """Give every ratio beyond LARGE_GAP in `cmp` its reason, from the configuration where it is largest."""
+    for row in (cmp or {}).get("rows", [])[1:]:
+        if not row["ratio"] or row["ratio"].value <= LARGE_GAP:
+            continue
+        pairs = [(s, f) for s in by_impl.get(row["impl"], []) for f in by_impl.get(cmp["fastest"], [])
+                 if _cfg(s) == _cfg(f) and s.step_s and f.step_s]
+        row["reason"] = reason(*max(pairs, key=lambda p: p[0].step_s / p[1].step_s)) if pairs else "unexplained"
 
 
 # --------------------------------------------------------------------------- step time
@@ -159,11 +205,16 @@ def _speed(b: dict, configs: list[Replicates], compared: list[Replicates], impls
         rs = sorted(by_cfg[cfg], key=lambda r: impls.rank(r.impl))
         same_run = [r for r in rs if r in compared]
         cmp = compare(_samples(same_run, "step_s"), impls, _noise(same_run, "step_s"))
+        _add_reasons(cmp, {r.impl: [r] for r in same_run})
         rows = [_speed_row(r, same_run, cmp) for r in rs]
         b["speed"].append({"config": config_label(*cfg[:2]), "batch_size": cfg[2], "rows": rows, "compare": cmp,
                            "by_impl": {r["impl"]: r for r in rows}})
     b["step_impls"] = impls.sort(r.impl for r in configs)
     b["headline"] = compare(_samples(compared, "step_s"), impls, _noise(compared, "step_s"))
+    series: dict[str, list[Replicates]] = defaultdict(list)
+    for r in compared:
+        series[r.impl].append(r)
+    _add_reasons(b["headline"], series)
     aa_names = impls.sort(r.impl for r in compared if r.aa_copy)
     b["noise_floor"] = [{"impl": n, "base": next(r.base_impl for r in compared if r.impl == n),
                          "ratio": _aa_ratio(compared, n, "step_s"), "configs": sum(r.impl == n for r in compared)}
@@ -177,13 +228,14 @@ def _speed_row(r: Replicates, group: list[Replicates], cmp: dict | None) -> dict
     status, tied = (cmp["status"], cmp["tied"]) if cmp else ("single", [])
     if r not in group:
         vs, ratio, verdict = None, None, "other run"
-    elif r.aa_copy:
+    elif r.copy:
         vs, ratio = r.base_impl, _aa_ratio(group, r, "step_s")
         verdict = ratio.verdict if ratio else "no interval"
     else:
         row = next(x for x in cmp["rows"] if x["impl"] == r.impl)
         vs, ratio, verdict = cmp["fastest"], row["ratio"], row["verdict"]
     return {
+        "reason": None if r not in group or r.copy else row["reason"],
         "impl": r.impl,
         "step_s": r.step_s,
         "q1": r.step_q("q1"),
@@ -200,6 +252,7 @@ def _speed_row(r: Replicates, group: list[Replicates], cmp: dict | None) -> dict
         "best": verdict == "fastest" and status == "winner",
         "tied": r.impl in tied and status == "no clear difference",
         "aa_copy": r.aa_copy,
+        "copy": r.copy,
         "mfu": r.mfu,
         "recompiles": max((num(c.x("recompiles")) or 0 for c in r.cells), default=0),
     }
@@ -229,6 +282,8 @@ def _detail_row(r: Replicates) -> dict:
         "flops_per_step": flops, "flops_source": r.x("flops_source"), "flops_analytic": analytic, "flops_xla": xla,
         "xla_to_analytic": num(r.x("flops_xla_to_analytic")) or (xla / analytic if xla and analytic else None),
         "achieved": flops / r.step_s if flops and r.step_s else None, "mfu": r.mfu,
+        "phases": _phases(r), "step_s": r.step_s, "page_faults_per_step": num(r.x("page_faults_per_step")),
+        "kernel_s_per_step": num(r.x("kernel_s_per_step")), "busy_cores": num(r.x("busy_cores")),
         "peak_memory_bytes": num(r.x("peak_memory_bytes")), "rss_growth_bytes": num(r.x("rss_growth_bytes")),
         "framework_rss_bytes": num(r.x("framework_rss_bytes")), "training_rss_bytes": num(r.x("training_rss_bytes")),
         "device_bytes_in_use": num(r.x("device_bytes_in_use")),
@@ -252,14 +307,27 @@ def _compile_ranking(configs: list[Replicates], impls: Impls) -> dict | None:
     ranked = {x["impl"]: x for x in (cmp["rows"] if cmp else [])}
     rows = []
     for name in list(ranked) + [n for n in impls.sort(cells) if n not in ranked]:
-        aa = cells[name][0].aa_copy
+        aa = cells[name][0].copy
         ratio = ranked[name]["ratio"] if name in ranked else _aa_ratio(configs, name, "compile_s") if aa else None
         verdict = ranked[name]["verdict"] if name in ranked else ratio.verdict if ratio else "no interval"
         rows.append({"impl": name, **{k: median(num(c.x(k)) for c in cells[name]) for k in COMPILE_FIGURES},
-                     "n": len(cells[name]), "ratio": ratio, "verdict": verdict, "aa_copy": aa,
-                     "vs": cmp["fastest"] if name in ranked else cells[name][0].base_impl})
+                     "n": len(cells[name]), "ratio": ratio, "verdict": verdict, "aa_copy": cells[name][0].aa_copy,
+                     "copy": aa,
+                     "vs": cmp["fastest"] if name in ranked else cells[name][0].base_impl, "reason": None})
+    for row in rows[1:]:
+        if row["ratio"] and row["ratio"].value > LARGE_GAP and not row["copy"]:
+            row["reason"] = _compile_reason(row, rows[0])
     return {"rows": rows, "status": cmp["status"] if cmp else "single", "fastest": cmp and cmp["fastest"],
             "tied": cmp["tied"] if cmp else []}
+
+
+def _compile_reason(slow: dict, fast: dict) -> str:
+    """Where a compile-time gap lies, from JAX's trace / lower / compile split where both sides have it."""
+    names = {"trace_s": "tracing", "lower_s": "lowering", "compile_only_s": "XLA's compile"}
+    if any(slow[k] is None or fast[k] is None for k in names):
+        return "unexplained: only JAX splits its compile time (TensorFlow reports none)"
+    part = max(names, key=lambda k: slow[k] - fast[k])
+    return f"most of it is {names[part]} ({slow[part]:.2f} vs {fast[part]:.2f} s)"
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -321,7 +389,7 @@ def timed_regions(model: Model) -> list[dict]:
     regions: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
     loops: dict[str, list[str]] = defaultdict(list)
     for c in model.ok("step"):
-        if c.aa_copy:
+        if c.copy:
             continue
         if c.x("timed_region"):
             regions[c.impl][str(c.x("timed_region"))].add(c.device)

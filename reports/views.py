@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from reports.model import AA_SUFFIX, Cell, Machine, Model, as_dict
+from reports.model import AA_SUFFIX, TUNED_SUFFIX, Cell, Machine, Model, as_dict
 
 # The origin model as it runs: Flax's nn.max_pool without `strides` pools with stride 1.
 ORIGIN_SPEC = {
@@ -62,7 +62,8 @@ class Impls:
             for n in order if isinstance(order, list) else []:
                 listed.setdefault(str(n), len(listed))
         first = {n: i for i, n in enumerate(found)}
-        names = sorted(found, key=lambda n: (n.endswith(AA_SUFFIX), n not in listed, listed.get(n, 0), first[n]))
+        copies = (AA_SUFFIX, TUNED_SUFFIX)
+        names = sorted(found, key=lambda n: (n.endswith(copies), n not in listed, listed.get(n, 0), first[n]))
         return cls(names, {n: OKABE_ITO[i % len(OKABE_ITO)] for i, n in enumerate(names)})
 
     def rank(self, name: str) -> int:
@@ -250,7 +251,7 @@ def _thread_rows(model: Model, ms: list[Machine]) -> list[tuple[str, list]]:
     rows = []
     for name in Impls.of(model).sort(n for n, _ in found):
         vals = [" | ".join(found.get((name, m.key), [])) or None for m in ms]
-        base = name.removesuffix(AA_SUFFIX)
+        base = name.removesuffix(AA_SUFFIX).removesuffix(TUNED_SUFFIX)
         if name == base or any(found.get((name, m.key)) not in (None, [], found.get((base, m.key))) for m in ms):
             rows.append((f"Threads · {name}", vals))
     return rows

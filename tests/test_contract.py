@@ -83,6 +83,8 @@ def _drive_worker(name: str, tmp) -> dict:
         out["warmup"] = w.call("warmup", n=2)
         out["losses"] = [w.call("steps", n=3) for _ in range(3)]
         out["finish"] = w.call("finish", loop_steps=2, extras=True)
+        out["breakdown"] = w.call("breakdown", repeats=2)
+        out["after_breakdown"] = w.call("steps", n=3)  # the breakdown changed nothing the step uses
         # the gate's ops: compile time sampled again, the self-test's extra work, another spec in the same worker
         out["recompile"] = w.call("recompile", n=2)
         out["inject"] = w.call("inject", fraction=0.5, steps=1)
@@ -164,6 +166,16 @@ def test_worker_protocol_and_zero_retraces(workers, name):
     assert fin["framework_rss_bytes"] > 100 * 2**20 and fin["training_rss_bytes"] > 0
     assert "lifetime" in fin["memory_source"] and fin["peak_spans_timed_steps_only"] is False
     assert w["setup"]["threads"]["cpu_affinity"] >= 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_step_taken_apart(workers, name):
+    """The breakdown times forward, forward + backward and the update, each compiled on its own; the
+    worker trains on afterwards."""
+    w = workers[name]
+    assert set(w["breakdown"]) == {"forward_s", "forward_backward_s", "update_s"}
+    assert all(v > 0 for v in w["breakdown"].values()), w["breakdown"]
+    assert math.isfinite(w["after_breakdown"])
 
 
 @pytest.mark.parametrize("name", NAMES)

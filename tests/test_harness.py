@@ -23,7 +23,8 @@ STEP_KEYS = {
     "steps_per_call", "step_s_median", "impl", "backend", "device", "batch_size", "image_size", "pool_stride",
     "compile_s", "trace_s", "lower_s", "compile_only_s", "images_per_s", "user_epoch_s", "flops_per_step",
     "flops_xla", "peak_flops", "mfu", "peak_memory_bytes", "recompiles", "stats_unit", "timed_region", "threads",
-    "replicate", "replicates", "command",
+    "replicate", "replicates", "command", "breakdown", "page_faults_per_step", "kernel_s_per_step", "busy_cores",
+    "framework_rss_bytes", "training_rss_bytes", "matmul_rate_method",
 }
 ACCURACY_KEYS = {"test_accuracy_mean", "test_accuracy_sd", "seeds", "epochs", "protocol", "from_cache"}
 
@@ -140,6 +141,8 @@ def test_benchmark_json_has_every_figure(bench_run):
     (step,), (acc,), (parity,) = by_kind["step"], by_kind["accuracy"], by_kind["parity"]
     assert STEP_KEYS <= set(step["extra_info"]), STEP_KEYS - set(step["extra_info"])
     assert step["extra_info"]["recompiles"] == 0
+    assert set(step["extra_info"]["breakdown"]) == {"forward_s", "forward_backward_s", "update_s"}
+    assert step["extra_info"]["page_faults_per_step"] >= 0 and step["extra_info"]["busy_cores"] > 0
     # pytest-benchmark's own statistics are per step, whatever steps_per_call was
     assert step["extra_info"]["stats_unit"] == "step"
     assert step["extra_info"]["step_s_median"] == pytest.approx(step["stats"]["median"])
@@ -308,8 +311,26 @@ def test_cell_keys_tell_every_setting_apart():
     cfg = SimpleNamespace(getoption=lambda name: {"xf_home": "/tmp/x", "xf_source": "synthetic"}.get(name))
     session = Session(cfg, PROFILES["full"], [], ["flax"], machine={"machine_class": "m"}, code="c")
     session.data_summary = lambda cell: {"fingerprint": cell.protocol}
-    matrix = cells(PROFILES["full"], ("flax", "keras-jax"), ("cpu", "gpu"))
+    matrix = cells(PROFILES["full"], ("flax", "keras-jax"), ("cpu", "gpu"), aa="flax", tuned="flax")
     assert len({session.cell_key(c) for c in matrix}) == len(matrix)
+
+
+def test_the_tuned_copy_is_its_own_series_with_its_settings(tmp_path, monkeypatch):
+    """`--xf-tuned flax`: a copy of flax's step cells, named apart, whose workers get TUNED_ENV (XLA_FLAGS
+    after the caller's own); the keys and reproduce commands tell it apart."""
+    from benchmarks.harness import TUNED_ENV
+    from benchmarks.profiles import PROFILES, cells
+
+    matrix = [c for c in cells(PROFILES["default"], ("flax", "keras-tf"), ("cpu",), tuned="flax") if c.kind == "step"]
+    tuned = [c for c in matrix if c.tuned]
+    assert len(tuned) == len(matrix) // 3 and all(c.impl == "flax" and "flax~tuned" in c.id for c in tuned)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    with Worker(tmp_path / "w.log", None, timeout_s=120, env=TUNED_ENV) as w:
+        assert w.env["GLIBC_TUNABLES"] == TUNED_ENV["GLIBC_TUNABLES"]
+        assert w.env["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false " + TUNED_ENV["XLA_FLAGS"]
+        assert w.call("hello")["protocol"] >= 3  # the worker starts and answers under those settings
+    proc = run_bench(tmp_path, "--xf-tuned=keras-tf", "--collect-only")
+    assert proc.returncode != 0 and "the tuned settings are for JAX implementations" in proc.stdout + proc.stderr
 
 
 def test_reproduce_selects_exactly_its_cell_even_the_aa_copy():
@@ -319,7 +340,8 @@ def test_reproduce_selects_exactly_its_cell_even_the_aa_copy():
     from benchmarks.harness import select
     from benchmarks.profiles import PROFILES, cells
 
-    matrix = [c for c in cells(PROFILES["default"], ("flax", "flax-nnx"), ("cpu",), aa="flax") if c.kind == "step"]
+    matrix = [c for c in cells(PROFILES["default"], ("flax", "flax-nnx"), ("cpu",), aa="flax", tuned="flax")
+              if c.kind == "step"]
     names = [f"test_step[{c.id}]" for c in matrix]
     for cell in matrix:
         expr = Expression.compile(select(cell))

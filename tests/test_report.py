@@ -424,6 +424,59 @@ def test_ratios_never_cross_runs(tmp_path):
     assert reused.measured_in == "20250101-run" and model_mod.Replicates([reused]).run == "20250101-run"
 
 
+def _evidence(impl, step_s, faults, kernel_s, phases):
+    forward, fb, update = phases
+    cell = loading.Cell(machine="m", source="s", id=impl, name=impl, kind="step", status="ok", reason=None,
+                        stats={"median": step_s}, run_id="r",
+                        extra={"impl": impl, "stats_unit": "step", "image_size": 64, "pool_stride": 2, "batch_size": 32,
+                               "page_faults_per_step": faults, "kernel_s_per_step": kernel_s,
+                               "breakdown": {"forward_s": forward, "forward_backward_s": fb, "update_s": update}})
+    return model_mod.Replicates([cell])
+
+
+def test_a_large_gap_gets_its_reason_from_the_runs_own_evidence():
+    """Fresh memory faulted in every step (getrusage) and the phase holding most of the gap (the breakdown)."""
+    slow = _evidence("flax", 0.095, 22_917, 0.035, (0.0114, 0.0948, 0.0012))
+    fast = _evidence("keras-tf", 0.060, 12, 0.001, (0.0137, 0.0586, 0.0013))
+    why = verdict.reason(slow, fast)
+    assert "faults in 90 MiB of fresh memory every step (22,917 page faults, 35 ms in the kernel)" in why
+    assert "where keras-tf reuses its memory (12 faults)" in why
+    assert "of the gap is in the backward (83.4 vs 44.9 ms)" in why
+    bare = [model_mod.Replicates([loading.Cell(machine="m", source="s", id=i, name=i, kind="step", status="ok",
+                                               reason=None, stats={"median": t}, extra={"impl": i, "stats_unit": "step"})])
+            for i, t in (("a", 0.2), ("b", 0.1))]
+    assert verdict.reason(*bare).startswith("unexplained")
+
+
+def test_every_ratio_beyond_1_3_in_the_verdict_has_a_reason(reps):
+    _, blocks, html = reps
+    for b in blocks.values():
+        for r in (b["headline"] or {}).get("rows", [])[1:]:
+            assert (r["ratio"].value > verdict.LARGE_GAP) == bool(r["reason"]), r
+    assert "why: unexplained: no breakdown or memory evidence in this run" in html  # keras-tf on rep-box's CPU
+    for b in blocks.values():  # compile times too: keras-tf compiles 3.4x slower than flax on rep-box
+        for r in (b["compile"] or {}).get("rows", [])[1:]:
+            assert (r["ratio"].value > verdict.LARGE_GAP and not r["copy"]) == bool(r["reason"]), r
+    assert "why: unexplained: only JAX splits its compile time (TensorFlow reports none)" in html
+
+
+def test_the_tuned_copy_is_ranked_with_no_one_and_shown_against_its_original(tmp_path):
+    r = report_samples.replicates(tmp_path)
+    folder = r["replicated_run"]
+    for bs, steps in ((16, [0.0150, 0.0152, 0.0149]), (32, [0.0280, 0.0284, 0.0279])):
+        for i, step in enumerate(steps):
+            c = report_samples.replicate_step("flax", "cpu", bs, i, step, 0.9)
+            c["id"], c["name"] = (c[k].replace("step-flax-", "step-flax~tuned-") for k in ("id", "name"))
+            c["extra_info"].update(tuned=True, tuned_env={"XLA_FLAGS": "--x"})
+            report_samples._write(folder / "cells" / f"{c['id']}.json", c)
+    model = loading.load([folder], include_published=False)
+    cpu = next(b for b in verdict.verdict(model) if b["device"] == "cpu")
+    assert "flax (tuned)" not in {x["impl"] for x in cpu["headline"]["rows"]}  # the defaults stay the headline
+    row = cpu["speed"][0]["by_impl"]["flax (tuned)"]
+    assert row["vs"] == "flax" and row["verdict"] == "faster" and row["ratio"].hi < 1
+    assert views.Impls.of(model).names[-1] == "flax (tuned)"
+
+
 def test_ratio_and_byte_formats():
     assert formatting.fmt_ci(stats.Ratio(1.2, 1.1, 1.3)) == "×1.20 [1.10–1.30]"
     assert formatting.fmt_ci(stats.Ratio(1.007, 0.984, 1.031)) == "×1.007 [0.984–1.031]"  # narrow: 3 decimals

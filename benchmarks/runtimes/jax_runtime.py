@@ -60,6 +60,11 @@ def start_up(kind: str) -> None:
     jax.block_until_ready(jax.jit(conv_matmul)(x, w))
 
 
+def block(tree) -> None:
+    """Wait until everything in `tree` is computed."""
+    jax.block_until_ready(tree)
+
+
 def forget_compiled() -> None:
     """Drop every jitted function's compiled and traced forms: the next call compiles cold."""
     jax.clear_caches()

@@ -57,6 +57,12 @@ def put_batch(batch: dict, dev: str) -> dict:
                 "label": tf.identity(tf.constant(np.asarray(batch["label"], np.int32)))}
 
 
+def block(tree) -> None:
+    """Wait until the outputs in `tree` are computed: the outputs of one compiled function are ready
+    together, so reading the smallest one back waits for all of them."""
+    min(tf.nest.flatten(tree), key=lambda t: t.shape.num_elements()).numpy()
+
+
 def to_float(value) -> float:
     """Wait for a scalar tensor; return it as a float."""
     return float(value.numpy())
