@@ -179,8 +179,10 @@ def reason(slow: Replicates, fast: Replicates) -> str:
     a, b = _phases(slow), _phases(fast)
     if a and b:
         phase = max(a, key=lambda k: a[k] - b[k])
-        share = (a[phase] - b[phase]) / max((slow.step_s or 0) - (fast.step_s or 0), 1e-12)
-        parts.append(f"{share:.0%} of the gap is in the {phase} ({a[phase] * 1e3:.1f} vs {b[phase] * 1e3:.1f} ms)")
+        what = {"forward": "forward pass", "backward": "backward pass", "update": "optimizer update",
+                "rest": "rest of the step"}[phase]
+        parts.append(f"the {what} holds most of the gap ({a[phase] * 1e3:.1f} vs {b[phase] * 1e3:.1f} ms, "
+                     f"in steps of {slow.step_s * 1e3:.1f} vs {fast.step_s * 1e3:.1f} ms)")
     return "; ".join(parts) or "unexplained: no breakdown or memory evidence in this run"
 
 
