@@ -276,8 +276,8 @@ class Session:
         if the fastest were FASTEST_MARGIN times faster than it; cells reused from an interrupted
         run keep theirs."""
         config = self.configuration(cell)
-        if config not in self.config_steps:
-            self.config_steps[config] = calls_steps(steady_s / FASTEST_MARGIN, rtt_s, self.profile.min_call_s)
+        if config not in self.config_steps:  # the margin on the call's length only: the round trip is this cell's
+            self.config_steps[config] = calls_steps(steady_s, rtt_s, self.profile.min_call_s * FASTEST_MARGIN)
         return self.config_steps[config]
 
     def reuse_steps_per_call(self, cell: Cell, n: int) -> None:

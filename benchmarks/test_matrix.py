@@ -48,6 +48,7 @@ def test_step(benchmark, xf, step_cell: Cell):
         first = w.call("first_step")
         steady, rtt = warm_up(w, p.warmup_steps)
         steps_per_call = xf.steps_per_call(cell, steady, rtt)
+        w.call("before_timing")
         xf.say(
             f"{cell.id}: first step {first['first_step_s']:.2f} s, steady ~{steady * 1e3:.1f} ms, "
             f"round trip {rtt * 1e3:.2f} ms; timing {p.rounds} x {steps_per_call} steps"

@@ -6,8 +6,8 @@ corrupt the channel (stderr goes to the cell's log). The parent side is
 `benchmarks.worker_client`. Because each cell gets its own interpreter, Keras
 backends never meet and the first step compiles cold.
 
-Ops (protocol 3): hello, matmul_rate, setup, first_step, warmup, steps, finish, breakdown,
-train, recompile, inject. (Protocol 1's `finish` also measured a matmul rate per worker; 2 measures
+Ops (protocol 3): hello, matmul_rate, setup, first_step, warmup, before_timing, steps, finish,
+breakdown, train, recompile, inject. (Protocol 1's `finish` also measured a matmul rate per worker; 2 measures
 it once per run; 3 adds `recompile`, compile time sampled again in one process, and `inject`,
 the gate's self-test slowdown.) `setup` may be called again to move the worker to another cell.
 Framework specifics go through `benchmarks.runtimes`, chosen by the registry
@@ -181,9 +181,15 @@ class _Cell:
         self._mark()
         return times
 
-    def _mark(self):
+    def before_timing(self) -> None:
+        """Once, after the warm-up calls: what the framework's loop does once before its steps (Keras
+        resets its metrics) and the device's peak-memory count restarted where the framework can.
+        An op of its own, so that none of it counts as the pipe's round trip of a warm-up call."""
         self.impl.before_timing()
         self.peak_reset = self.runtime.reset_peak_memory(self.cell["device"])
+        self._mark()
+
+    def _mark(self):
         self.inner_times = []
         self.steps_timed = 0
         self.usage_at_mark = resource.getrusage(resource.RUSAGE_SELF)

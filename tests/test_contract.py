@@ -81,6 +81,7 @@ def _drive_worker(name: str, tmp) -> dict:
     with Worker(tmp / f"{name}.log", registry.entry(name).keras_backend, timeout_s=600) as w:
         out = {"hello": w.call("hello"), "setup": w.call("setup", cell=cell), "first": w.call("first_step")}
         out["warmup"] = w.call("warmup", n=2)
+        w.call("before_timing")
         out["losses"] = [w.call("steps", n=3) for _ in range(3)]
         out["finish"] = w.call("finish", loop_steps=2, extras=True)
         out["breakdown"] = w.call("breakdown", repeats=2)

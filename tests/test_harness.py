@@ -198,6 +198,8 @@ def test_one_steps_per_call_per_configuration():
     assert session.steps_per_call(cell("keras-tf"), steady_s=0.010, rtt_s=0.0001) == 10  # 50 ms at 5 ms a step
     assert session.steps_per_call(cell("flax"), steady_s=0.030, rtt_s=0.0001) == 10  # the same, whatever its speed
     assert session.steps_per_call(cell("flax", stride=2), steady_s=0.2, rtt_s=0.0001) == 2  # never below 2
+    # a slow round trip sizes the call for this cell (0.5%), not for a faster one: 1.4 ms -> 280 ms of 33 ms steps
+    assert session.steps_per_call(cell("keras-tf", batch=128), steady_s=0.033, rtt_s=0.0014) == 9
     session.reuse_steps_per_call(cell("flax", batch=64), 7)
     assert session.steps_per_call(cell("keras-jax", batch=64), steady_s=0.001, rtt_s=0.0005) == 7
 
