@@ -272,11 +272,11 @@ class Session:
 
     def steps_per_call(self, cell: Cell, steady_s: float, rtt_s: float) -> int:
         """The same number of steps per timed call for every implementation and process of a
-        configuration (so their spreads describe the same thing): set by its first cell to run, as
-        if the fastest were FASTEST_MARGIN times faster than it; cells reused from an interrupted
-        run keep theirs."""
+        configuration (so their spreads describe the same thing): set by its first cell to run, for
+        an implementation FASTEST_MARGIN times faster than it to reach min_call_s (the round-trip rule
+        is that cell's own); cells reused from an interrupted run keep theirs."""
         config = self.configuration(cell)
-        if config not in self.config_steps:  # the margin on the call's length only: the round trip is this cell's
+        if config not in self.config_steps:
             self.config_steps[config] = calls_steps(steady_s, rtt_s, self.profile.min_call_s * FASTEST_MARGIN)
         return self.config_steps[config]
 
@@ -367,8 +367,8 @@ class Session:
 MAX_OVERHEAD = 0.02
 # every timed call runs at least this many steps: no call pays the round trip on each step
 MIN_STEPS_PER_CALL = 2
-# one configuration's first cell sets its steps per call as if it were this much slower than the fastest
-# implementation (the frameworks were within 2x of each other in every configuration measured so far)
+# one configuration's first cell sizes its calls this many times min_call_s long, so that an implementation
+# this much faster still reaches min_call_s (the frameworks were within 2x of each other so far)
 FASTEST_MARGIN = 2.0
 
 
