@@ -131,9 +131,10 @@ def data_choice(config) -> DataChoice:
 
 class Session:
     def __init__(self, config, profile: Profile, gpus: list[str], impls: list[str], machine: dict, code: str,
-                 data: DataChoice | None = None):
+                 data: DataChoice | None = None, deadline: float | None = None):
         """`machine`: machine.info(); `code`: code_fingerprint() -- both part of every reuse key.
-        `data`: the session's data, where it was already checked and prepared."""
+        `data`: the session's data, where it was already checked and prepared; `deadline`: the
+        time.monotonic() by which every cell started must have finished."""
         self.config = config
         self.profile = profile
         self.gpus = gpus
@@ -148,6 +149,12 @@ class Session:
         self.config_steps: dict[tuple, int] = {}  # configuration -> steps per timed call
         self.cells_done = 0
         self.matmul_rates: dict[str, dict] = {}
+        self.deadline = deadline
+        self.left_out: list[str] = []  # cells not started for the deadline
+        self.took: list[tuple[Cell, float]] = []  # finished cells and their seconds, for the deadline's estimates
+        self.started_at = 0.0  # when the current cell started
+        self.open_worker: tuple[tuple, Worker] | None = None  # (worker_key, the worker) kept for the next cell
+        self.current = ""  # the id of the cell the open worker measures
 
     # ---- output
 
@@ -225,29 +232,68 @@ class Session:
 
     @contextlib.contextmanager
     def worker(self, cell: Cell, info: dict):
-        """A fresh worker for one cell; failures and skips become recorded cells."""
-        entry = registry.entry(cell.impl)
-        w = None
+        """The cell's worker: the open one where it shares the cell's `worker_key` (one process measures
+        each configuration of its series and replicate, or each accuracy protocol of its implementation,
+        in turn), else a fresh one. Failures and skips become recorded cells, and end that worker."""
+        if self.open_worker is not None and self.open_worker[0] != cell.worker_key:
+            self.close_worker()
         try:
-            w = Worker(
-                self.run.log_path(cell.id),
-                entry.keras_backend,
-                self.profile.cell_timeout_s,
-                on_progress=lambda m: self.say(f"{cell.id}: {m}"),
-                env=TUNED_ENV if cell.tuned else None,
-            )
-            yield w
+            if self.open_worker is None:
+                self.open_worker = (cell.worker_key, Worker(
+                    self.run.log_path("-".join(map(str, cell.worker_key))),
+                    registry.entry(cell.impl).keras_backend,
+                    self.profile.cell_timeout_s,
+                    on_progress=lambda m: self.say(f"{self.current}: {m}"),
+                    env=TUNED_ENV if cell.tuned else None,
+                ))
+            self.current = cell.id
+            yield self.open_worker[1]
         except CellSkipped as e:
+            self.close_worker()
             self.record(cell, info, status="skipped", reason=str(e))
             pytest.skip(str(e))
         except WorkerError as e:
+            self.close_worker()
             self.record(cell, info, status="failed", reason=str(e))
             pytest.fail(f"{cell.id} failed: {e}", pytrace=False)
-        finally:
-            if w is not None:
-                w.close()
+        except BaseException:
+            self.close_worker()
+            raise
+
+    def close_worker(self) -> None:
+        if self.open_worker is not None:
+            self.open_worker[1].close()
+            self.open_worker = None
+
+    # ---- the deadline
+
+    def start(self, cell: Cell, info: dict) -> None:
+        """Before a cell is measured: under --xf-deadline, leave it out (recorded, and skipped) where it would
+        not finish in time, by the estimate below, and every cell after it, so the plan runs in its order."""
+        self.started_at = time.monotonic()
+        if self.deadline is None:
+            return
+        left, need = self.deadline - self.started_at, self.estimate(cell)
+        if not self.left_out and need <= left:
+            return
+        why = (f"left out by --xf-deadline: about {need:.0f} s needed, {max(left, 0):.0f} s left" if not self.left_out
+               else f"left out by --xf-deadline, as every cell after {self.left_out[0]}")
+        self.left_out.append(cell.id)
+        self.record(cell, info, status="skipped", reason=why)
+        pytest.skip(why)
+
+    def estimate(self, cell: Cell) -> float:
+        """Seconds the cell should take: the longest finished cell of its kind, scaled up (never down) by
+        the ratio of their FLOPs per step; 0 before any finished. Process start-up is in the estimate, since
+        a worker's first cell includes it."""
+        work = cell.spec.train_flops(cell.train.batch_size)
+        return max((took * max(1.0, work / done.spec.train_flops(done.train.batch_size)) if cell.kind == "step" else took
+                    for done, took in self.took if done.kind == cell.kind), default=0.0)
 
     def record(self, cell: Cell, info: dict, status="ok", reason=None, stats=None) -> None:
+        if status == "ok" and self.started_at:
+            self.took.append((cell, time.monotonic() - self.started_at))
+        self.started_at = 0.0
         info.update(status=status, reason=reason)
         self.run.write_cell(
             {
@@ -373,15 +419,16 @@ FASTEST_MARGIN = 2.0
 
 
 def warm_up(worker, n: int) -> tuple[float, float]:
-    """n single-step calls to the worker: the steady step time, and what each call
-    costs beyond the worker's own time of it (the round trip)."""
+    """n single-step calls to the worker: the steady step time, and what a call costs beyond the
+    worker's own time of it (the round trip), at its least: what the pipe itself costs, since a busy
+    moment would size every call of the configuration (the timed rounds' overhead is checked apart)."""
     steps, trips = [], []
     for _ in range(n):
         t0 = time.perf_counter()
         (inner,) = worker.call("warmup", n=1)
         trips.append(time.perf_counter() - t0 - inner)
         steps.append(inner)
-    return steady_step(steps), statistics.median(trips)  # the median resists one slow wake-up
+    return steady_step(steps), min(trips)
 
 
 def calls_steps(step_s: float, rtt_s: float, min_call_s: float) -> int:
@@ -412,6 +459,8 @@ def step_figures(cell: Cell, stats, outer: list[float], steps_per_call: int, fir
         "params": setup["params"],
         "timed_region": setup["timed_region"],
         "threads": setup["threads"],
+        "platform_version": setup.get("platform_version"),
+        "imported_versions": setup.get("imported_versions"),
         "stats_unit": "step",
         "steps_per_call": steps_per_call,
         "step_s_median": step,
@@ -444,10 +493,12 @@ def step_figures(cell: Cell, stats, outer: list[float], steps_per_call: int, fir
         "kernel_s_per_step": fin["kernel_s_per_step"],
         "busy_cores": fin["busy_cores"],
         "recompiles": fin["recompiles"],
-        "loop_step_s": fin["loop_step_s"],
         "harness_overhead": harness_overhead(outer, fin["inner_call_s"]),
     }
-    figures.update({k: fin[k] for k in ("user_epoch_s", "user_images_per_s", "user_loop", "breakdown") if k in fin})
+    figures.update({k: fin[k] for k in ("user_epoch_s", "user_epoch_steps", "user_images_per_s", "user_loop",
+                                        "breakdown", "cells_before_in_process") if k in fin})
+    if fin.get("user_epoch_s"):  # the user's loop over the same number of kernel steps: 1.0 = no overhead
+        figures["user_overhead"] = fin["user_epoch_s"] / (fin["user_epoch_steps"] * step)
     return figures
 
 

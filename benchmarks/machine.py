@@ -60,12 +60,23 @@ def machine_class(gpus: list[str]) -> str:
     return f"{platform.machine()}-{os.cpu_count()}c-{gpu}"
 
 
+def gpu_driver() -> str | None:
+    """The NVIDIA driver version, where nvidia-smi answers."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
 def info(gpus: list[str]) -> dict:
     return {
         "versions": versions(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "gpus": gpus,
+        "gpu_driver": gpu_driver() if gpus else None,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "machine_class": machine_class(gpus),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from benchmarks import machine, registry
 from benchmarks.harness import ROOT, DataChoice, Session, code_fingerprint, data_choice
-from benchmarks.profiles import Cell, Profile, cells, profile
+from benchmarks.profiles import Cell, Profile, aa_series, cells, profile, step_order
 from benchmarks.spec import ModelSpec
 from benchmarks.store import RunFolder, git_commit, now_iso
 
@@ -39,11 +40,15 @@ def pytest_addoption(parser):
     g.addoption("--xf-fresh", action="store_true", help="measure everything again: no reuse of cached cells")
     g.addoption("--xf-replicates", default=None, help="override the profile's worker processes per step cell")
     g.addoption("--xf-aa", default=None, metavar="IMPL",
-                help="A/A control: add a second, identical copy of IMPL's step cells (the harness's noise floor)")
+                help="A/A control: a second, identical copy of IMPL's step cells (the harness's noise floor); "
+                     "default: the profile's (default profile: flax); none: no control")
     g.addoption("--xf-tuned", default=None, metavar="IMPL",
                 help="add a copy of IMPL's step cells run with the tuned settings (harness.TUNED_ENV; JAX "
                      "implementations only), ranked with no one: the frameworks' defaults stay the headline")
     g.addoption("--xf-order-seed", default=None, help="seed of the step cells' random order (default: random)")
+    g.addoption("--xf-deadline", default=None, metavar="SECONDS",
+                help="start no cell that would not finish this many seconds after the session started; "
+                     "what is left out is listed, and the next run of the same plan resumes the run")
 
 
 def _positive_ints(config, name: str, low: int, high: int) -> tuple[int, ...] | None:
@@ -67,15 +72,16 @@ def _profile(config):
         raise pytest.UsageError(f"--xf-profile: {e}") from None
     changes = {}
     if (sizes := _positive_ints(config, "xf_image_sizes", 8, 1024)) is not None:
-        changes.update(image_sizes=sizes, accuracy_image_size=sizes[0])
+        changes.update(image_sizes=sizes, accuracy_image_size=sizes[0], step_tiers=())
     if (batches := _positive_ints(config, "xf_batch_sizes", 1, 65536)) is not None:
-        changes.update(batch_sizes=batches, accuracy_batch_size=batches[0])
+        changes.update(batch_sizes=batches, accuracy_batch_size=batches[0], step_tiers=())
     if (epochs := _positive_ints(config, "xf_epochs", 1, 1000)) is not None:
         changes.update(epochs=epochs[0])
     if (seeds := _positive_ints(config, "xf_seeds", 1, 100)) is not None:
         changes.update(seeds=tuple(range(seeds[0])))
     if (replicates := _positive_ints(config, "xf_replicates", 1, 50)) is not None:
-        changes.update(replicates=replicates[0])
+        changes.update(replicates=replicates[0],
+                       step_tiers=tuple(dataclasses.replace(t, replicates=None) for t in p.step_tiers))
     augment = config.getoption("xf_augment")
     if augment is not None:
         changes.update(augment={"off": (False,), "on": (True,), "both": (False, True)}[augment])
@@ -101,6 +107,7 @@ class XfState:
     aa: str | None  # the implementation copied as the A/A control, if any
     tuned: str | None  # the implementation copied with the tuned settings, if any
     order_seed: int  # seed of the step cells' interleaved order
+    deadline: float | None = None  # time.monotonic() after which no cell may still run (--xf-deadline)
     devices: list[str] | None = None  # resolved on first use: probing GPUs takes a process
     gpus: list[str] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
@@ -116,7 +123,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xfbench: a cell of the xfbench matrix")
     aa = config.getoption("xf_aa")
     if aa is not None:
-        aa = _option_list(config, "xf_aa", registry.NAMES)[0]
+        aa = _option_list(config, "xf_aa", (*registry.NAMES, "none"))[0]
     tuned = config.getoption("xf_tuned")
     if tuned is not None:
         tuned = _option_list(config, "xf_tuned", registry.NAMES)[0]
@@ -125,9 +132,11 @@ def pytest_configure(config):
                                     f"(its XLA flag is jaxlib's); choose one of "
                                     f"{', '.join(n for n in registry.NAMES if registry.entry(n).backend == 'jax')}")
     seed = _positive_ints(config, "xf_order_seed", 0, 2**31 - 1)
+    deadline = _positive_ints(config, "xf_deadline", 1, 10**7)
+    p, impls = _profile(config), _option_list(config, "xf_impls", registry.NAMES)
     state = config.stash[STATE] = XfState(
-        _profile(config), _option_list(config, "xf_impls", registry.NAMES), RunFolder.new_id(), aa, tuned,
-        seed[0] if seed else random.randrange(2**31),
+        p, impls, RunFolder.new_id(), aa_series(p, impls, aa), tuned,
+        seed[0] if seed else random.randrange(2**31), deadline=time.monotonic() + deadline[0] if deadline else None,
     )
     if config.getoption("benchmark_only", False) and not config.getoption("benchmark_save", None):
         # every benchmark run is saved with its commit in pytest-benchmark's storage: the history.
@@ -159,16 +168,16 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Step cells in a seeded random order, replicates and implementations interleaved: no cell
-    always runs first, last or after the same neighbour."""
+    """Step cells in a seeded random order of their worker processes, replicates and implementations
+    interleaved, each process's configurations in turn (`profiles.step_order`): no process always runs
+    first, last or after the same neighbour."""
     state = config.stash.get(STATE, None)
     steps = [i for i, item in enumerate(items) if hasattr(item, "callspec") and "step_cell" in item.callspec.params]
     if state is None or len(steps) < 2:
         return
-    shuffled = [items[i] for i in steps]
-    random.Random(state.order_seed).shuffle(shuffled)
-    for i, item in zip(steps, shuffled, strict=True):
-        items[i] = item
+    by_cell = {items[i].callspec.params["step_cell"]: items[i] for i in steps}
+    for i, cell in zip(steps, step_order(list(by_cell), state.order_seed), strict=True):
+        items[i] = by_cell[cell]
 
 
 def pytest_collection_finish(session):
@@ -218,7 +227,7 @@ def xf(request):
     config = request.config
     state = _resolved(config)
     session = state.session = Session(config, state.profile, state.gpus, state.impls, state.machine, state.code,
-                                      state.data)
+                                      state.data, deadline=state.deadline)
     items = [item for item in request.session.items if hasattr(item, "callspec")]
     for item in items:  # build every data cache up front, so the run records its data at once
         cell = _cell_of(item)
@@ -243,7 +252,13 @@ def xf(request):
     session.say(f"run {session.run.run_id}: profile {session.profile.name}, devices {state.devices}, "
                 f"results in {session.run.path}")
     yield session
-    session.run.update_meta(finished=now_iso(), machine_info=_full_machine_info(config))
+    session.close_worker()
+    if session.left_out:  # unfinished on purpose: the next run of this plan resumes it, under its run id
+        session.say(f"--xf-deadline left out {len(session.left_out)} cell(s), from {session.left_out[0]} on; "
+                    f"run the same command again to measure them in this run")
+        session.run.update_meta(left_out=session.left_out, machine_info=_full_machine_info(config))
+    else:
+        session.run.update_meta(finished=now_iso(), left_out=[], machine_info=_full_machine_info(config))
 
 
 def _machine_info(config) -> dict:

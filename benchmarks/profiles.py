@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from benchmarks import registry
 from benchmarks.spec import ModelSpec, TrainConfig
+
+
+@dataclass(frozen=True)
+class StepTier:
+    """Step configurations that run before the next tier's: a profile with a deadline (`--xf-deadline`)
+    puts what it wants most first."""
+
+    image_sizes: tuple[int, ...]
+    pool_strides: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    replicates: int | None = None  # None: the profile's
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,10 @@ class Profile:
     augment: tuple[bool, ...]
     seeds: tuple[int, ...]
     epochs: int
+    # the implementation copied as the A/A control (the noise floor), where it is selected; None: no control
+    aa: str | None = None
+    # the step cells in priority order; empty: one tier of image_sizes x pool_strides x batch_sizes
+    step_tiers: tuple[StepTier, ...] = ()
     # seconds without an answer before a worker counts as hung
     cell_timeout_s: float = 900.0
     # a timed call lasts at least this long, so the harness overhead stays < 2%
@@ -51,7 +67,7 @@ PROFILES = {
             epochs=1,
             cell_timeout_s=300,
         ),
-        # the main job: <= 15 minutes on 2 cores
+        # the main job: <= 10 minutes on 2 cores, the A/A control included
         Profile(
             "default",
             image_sizes=(64,),
@@ -65,7 +81,46 @@ PROFILES = {
             protocols=("original", "resplit"),
             augment=(False,),
             seeds=(0,),
-            epochs=4,
+            epochs=2,
+            aa="flax",
+        ),
+        # the GPU run rehearsed on a CPU (benchmarks/gpu_rehearsal.sh): every path of it, tiny shapes
+        Profile(
+            "rehearsal",
+            image_sizes=(32,),
+            pool_strides=(2,),
+            batch_sizes=(16,),
+            rounds=3,
+            warmup_steps=2,
+            replicates=2,
+            accuracy_image_size=64,
+            accuracy_batch_size=32,
+            protocols=("original",),
+            augment=(False,),
+            seeds=(0,),
+            epochs=1,
+            cell_timeout_s=300,
+        ),
+        # one GPU call (benchmarks/gpu_run.sh): the most wanted first, under --xf-deadline
+        Profile(
+            "gpu",
+            image_sizes=(300,),
+            pool_strides=(2,),
+            batch_sizes=(256,),
+            rounds=20,
+            warmup_steps=5,
+            replicates=2,
+            accuracy_image_size=64,
+            accuracy_batch_size=32,
+            protocols=("original", "resplit"),
+            augment=(False,),
+            seeds=(0, 1, 2),
+            epochs=10,
+            step_tiers=(
+                StepTier((300,), (2,), (256,), replicates=3),  # the headline
+                StepTier((300,), (1,), (512,)),  # the origin spec, about 53 GiB by the analytic count
+                StepTier((300,), (2,), (32,)),  # a small batch: where the frameworks' overheads show
+            ),
         ),
         # GPUs: the origin's 300x300, both pool strides, batches 32..256
         Profile(
@@ -87,6 +142,10 @@ PROFILES = {
 }
 
 
+def tiers(p: Profile) -> tuple[StepTier, ...]:
+    return p.step_tiers or (StepTier(p.image_sizes, p.pool_strides, p.batch_sizes),)
+
+
 def profile(name: str) -> Profile:
     try:
         return PROFILES[name]
@@ -106,11 +165,25 @@ class Cell:
     replicate: int = 0  # which of the step cell's independent processes
     aa_copy: bool = False  # the A/A control: a second, identical copy of `impl`
     tuned: bool = False  # a copy of `impl` run with the harness's TUNED_ENV (opt-in; the defaults stay the headline)
+    tier: int = 0  # the profile's step tier (accuracy cells: after every tier)
 
     @property
     def series(self) -> str:
         """The name this cell's figures are compared under (the A/A and tuned copies are series of their own)."""
         return f"{self.impl}~aa" if self.aa_copy else f"{self.impl}~tuned" if self.tuned else self.impl
+
+    @property
+    def is_copy(self) -> bool:
+        """An A/A or tuned copy: measured for its step time only, ranked with no one."""
+        return self.aa_copy or self.tuned
+
+    @property
+    def worker_key(self) -> tuple:
+        """Cells with the same key share one worker process: a step cell's series and replicate measures
+        every configuration in turn (`setup` again); an accuracy cell's implementation trains every protocol."""
+        if self.kind == "step":
+            return ("step", self.series, self.device, self.replicate, self.tier)
+        return ("accuracy", self.series, self.device)
 
     @property
     def id(self) -> str:
@@ -128,17 +201,47 @@ def cells(p: Profile, impls=registry.NAMES, devices=("cpu",), aa: str | None = N
     series = ([(impl, {}) for impl in impls] + ([(aa, {"aa_copy": True})] if aa else [])
               + ([(tuned, {"tuned": True})] if tuned else []))
     for device in devices:
-        for size in p.image_sizes:
-            for stride in p.pool_strides:
-                for bs in p.batch_sizes:
-                    for r in range(p.replicates):
-                        for impl, copy in series:
-                            out.append(Cell("step", impl, device, ModelSpec(size, pool_stride=stride),
-                                            TrainConfig(batch_size=bs), replicate=r, **copy))
+        for tier, t in enumerate(tiers(p)):
+            for size in t.image_sizes:
+                for stride in t.pool_strides:
+                    for bs in t.batch_sizes:
+                        for r in range(t.replicates or p.replicates):
+                            for impl, copy in series:
+                                out.append(Cell("step", impl, device, ModelSpec(size, pool_stride=stride),
+                                                TrainConfig(batch_size=bs), replicate=r, tier=tier, **copy))
         spec = ModelSpec(p.accuracy_image_size)
         train = TrainConfig(batch_size=p.accuracy_batch_size, epochs=p.epochs)
-        for protocol in p.protocols:
-            for augment in p.augment:
-                for impl in impls:
+        for impl in impls:
+            for protocol in p.protocols:
+                for augment in p.augment:
                     out.append(Cell("accuracy", impl, device, spec, train, protocol, augment))
+    return out
+
+
+def aa_series(p: Profile, impls, asked: str | None) -> str | None:
+    """The implementation copied as the A/A control: the one asked for ("none": no control), else the
+    profile's where it is selected, else the first selected one."""
+    if asked == "none" or (asked is None and p.aa is None):
+        return None
+    return asked or (p.aa if p.aa in impls else impls[0])
+
+
+def step_order(step_cells: list[Cell], seed: int) -> list[Cell]:
+    """The order the step cells run in: tier by tier; within a tier the workers (series x replicate) in
+    a seeded random order, each worker's configurations consecutive (one process measures them in
+    turn). Within a worker the configurations rotate by replicate from a seeded start, so each comes
+    first in some process: the first is the one whose memory figures are the process's own."""
+    rng = random.Random(seed)
+    workers: dict[tuple, list[Cell]] = {}
+    for c in step_cells:
+        workers.setdefault(c.worker_key, []).append(c)
+    keys = list(workers)
+    rng.shuffle(keys)
+    keys.sort(key=lambda k: k[4])  # stable: shuffled within each tier
+    start = {s: rng.randrange(1 << 16) for s in sorted({k[1] for k in keys})}
+    out = []
+    for key in keys:
+        group = sorted(workers[key], key=lambda c: (c.spec.image_size, c.spec.pool_stride, c.train.batch_size))
+        turn = (start[key[1]] + key[3]) % len(group)
+        out.extend(group[turn:] + group[:turn])
     return out

@@ -4,7 +4,8 @@ Layout of `.xfbench/runs/<run_id>/`:
   run.json             run_id, host, pid, started, finished (null while running or if interrupted),
                        profile, commit, machine_info, planned (cell ids)
   cells/<cell_id>.json one finished cell: id, name, kind, status, reason, stats, extra_info
-  logs/<cell_id>.log   the worker's stderr
+  logs/<worker>.log    a worker process's stderr (step-<series>-<device>-<replicate>: every configuration
+                       of one series and replicate; accuracy-<impl>-<device>: every protocol)
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ def test_step(benchmark, xf, step_cell: Cell):
         benchmark.extra_info.update(info)
         xf.record(cell, info, stats=prev["stats"])
         return
+    xf.start(cell, info)
     rate = xf.matmul_rate(cell.device)
     with xf.worker(cell, info) as w:
         setup = w.call("setup", cell=xf.payload(cell))
@@ -55,10 +56,12 @@ def test_step(benchmark, xf, step_cell: Cell):
         )
         loss = benchmark.pedantic(w.call, args=("steps",), kwargs={"n": steps_per_call}, rounds=p.rounds, iterations=1)
         outer = list(benchmark.stats.stats.data)  # the timed calls, round trip included
-        # XLA's FLOP count, the epoch as users run it and the step taken apart: once per configuration
-        fin = w.call("finish", loop_steps=max(3, 2 * steps_per_call), extras=cell.replicate == 0)
-        if cell.replicate == 0:
-            fin["breakdown"] = w.call("breakdown", repeats=5)
+        # the epoch as users run it in every process; XLA's FLOP count and the step taken apart once per
+        # configuration; none for the A/A and tuned copies, which are there for their step time
+        once = cell.replicate == 0 and not cell.is_copy
+        fin = w.call("finish", flops=once, user_epoch=not cell.is_copy)
+        if once:
+            fin["breakdown"] = w.call("breakdown", repeats=3)
     stats = per_step(benchmark.stats.stats, steps_per_call)
     benchmark.stats.iterations = steps_per_call
     info.update(step_figures(cell, stats, outer, steps_per_call, first, fin, setup, rate), round_trip_s=rtt)
@@ -97,6 +100,7 @@ def test_accuracy(benchmark, xf, accuracy_cell: Cell):
         info.update(cached, from_cache=True)
         xf.say(f"{cell.id}: unchanged since a previous run, reusing its accuracy (cache {key})")
     else:
+        xf.start(cell, info)
         benchmark.group = "accuracy (one training run per round)"
         seeds = iter(p.seeds)
         runs = []
@@ -121,6 +125,7 @@ def test_parity(benchmark, xf):
     from benchmarks.parity import run_parity
     from benchmarks.spec import ModelSpec
 
+    xf.close_worker()  # parity starts workers of its own
     spec = ModelSpec(min(xf.profile.accuracy_image_size, 64))
     cell_id = f"parity-s{spec.image_size}-p{spec.pool_stride}"
     benchmark.group = "parity"

@@ -17,6 +17,7 @@ entry's backend.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import resource
@@ -25,6 +26,7 @@ import time
 
 PROTOCOL = 3
 FRAMEWORK_BYTES = 1 << 30  # what an imported framework and its runtime take besides the model
+IMPORTED = ("jax", "jaxlib", "numpy", "flax", "optax", "keras", "tensorflow")  # versions a worker reports
 CALIBRATION = {"cpu": (2048, 10), "gpu": (8192, 20)}  # device -> (matmul side, best of) of the matmul rate
 
 
@@ -40,6 +42,8 @@ class _Cell:
         self.inner_times: list[float] = []
         self.extra_work = None  # the self-test's injected slowdown: (one unit of work, units per step)
         self.peak_reset = False  # whether the device's peak count was restarted before the timed steps
+        self.setups = 0  # cells this process was set up for: only the first one's memory figures are its own
+        self.impl = None
 
     # ---- ops
 
@@ -77,6 +81,9 @@ class _Cell:
 
         self.cell = cell
         self.extra_work = None
+        self.impl = self.device_batch = None  # the previous cell's model and buffers go first
+        gc.collect()
+        self.setups += 1
         entry = registry.entry(cell["impl"])
         try:
             self.cls = registry.load(cell["impl"])
@@ -105,7 +112,10 @@ class _Cell:
         self.impl.prepare(self.device_batch)  # the first step is then its own trace and compile only
         self.rss_after_setup = current_rss()
         return {"device": self.impl.device_name(), "params": self.impl.num_params(),
-                "timed_region": self.impl.timed_region, "threads": self.runtime.threads()}
+                "timed_region": self.impl.timed_region, "threads": self.runtime.threads(),
+                "platform_version": self.runtime.platform_version(cell["device"]),
+                "imported_versions": {name: str(getattr(sys.modules[name], "__version__", None))
+                                      for name in IMPORTED if name in sys.modules}}
 
     def first_step(self) -> dict:
         self.events.clear()
@@ -206,9 +216,10 @@ class _Cell:
         self.steps_timed += n
         return loss
 
-    def finish(self, loop_steps: int, extras: bool = False) -> dict:
-        """Figures of the timed steps, read right after them; with `extras`, the slower ones a
-        configuration needs once: XLA's FLOP count and the epoch as users run it."""
+    def finish(self, flops: bool = False, user_epoch: bool = False) -> dict:
+        """Figures of the timed steps, read right after them; with `flops`, XLA's FLOP count (once per
+        configuration); with `user_epoch`, the epoch as users run it. Memory figures that span the
+        process's life are the cell's own only in the process's first cell: later ones are None."""
         recompiles = self.events.compiles - self.compiles_at_mark
         traces = self.impl.trace_count()
         if traces is not None and self.traces_at_mark is not None:
@@ -218,13 +229,15 @@ class _Cell:
                **self.runtime.peak_memory(self.cell["device"]), "peak_spans_timed_steps_only": self.peak_reset,
                "rss_growth_bytes": rss - self.rss_after_setup,  # during the timed steps: about 0
                "framework_rss_bytes": self.rss_before_model,  # imports, runtime start-up, data
-               "training_rss_bytes": rss - self.rss_before_model}  # model, optimizer, compiled step, buffers
-        # an independent minimal loop of the same step, right after
-        t0 = time.perf_counter()
-        self.steps(loop_steps)
-        out["loop_step_s"] = (time.perf_counter() - t0) / loop_steps
-        if extras:
+               "training_rss_bytes": rss - self.rss_before_model,  # model, optimizer, compiled step, buffers
+               "cells_before_in_process": self.setups - 1}
+        if self.setups > 1:  # an earlier cell's model, compiles and freed memory are in these
+            out.update(framework_rss_bytes=None, training_rss_bytes=None)
+            if not self.peak_reset:
+                out["peak_memory_bytes"] = None
+        if flops:
             out["flops_xla"] = self.impl.flops_per_step(self.device_batch)
+        if user_epoch:
             out.update(self._user_epoch())
         return out
 
@@ -267,7 +280,8 @@ class _Cell:
         t0 = time.perf_counter()
         self.impl.fit_epoch(x, y, bs)
         took = time.perf_counter() - t0
-        return {"user_epoch_s": took, "user_images_per_s": n / took, "user_loop": self.impl.user_loop}
+        return {"user_epoch_s": took, "user_epoch_steps": n // bs, "user_images_per_s": n / took,
+                "user_loop": self.impl.user_loop}
 
     def train(self, seed: int, epochs: int, augment: bool, initial_weights: str) -> dict:
         """Paired training: start from the reference's weights (a .npz the parent made)."""

@@ -179,6 +179,19 @@ def log_ratio(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], level: f
     return Ratio(math.exp(d), math.exp(d - half), math.exp(d + half), df, n_a, n_b, level)
 
 
+def geometric_interval(xs: Sequence[float], level: float = LEVEL) -> Ratio | None:
+    """The geometric mean of one series of per-process values (a ratio to 1), with a t-interval on
+    their logs at `level`; no interval from fewer than 2 values or no spread. None without a value."""
+    logs = _logs(xs)
+    if not logs:
+        return None
+    mean = statistics.fmean(logs)
+    if len(logs) < 2 or statistics.variance(logs) <= 0.0:
+        return Ratio(math.exp(mean), n_a=len(logs), level=level)
+    half = t_quantile(0.5 + level / 2.0, len(logs) - 1) * math.sqrt(statistics.variance(logs) / len(logs))
+    return Ratio(math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(logs) - 1, len(logs), level=level)
+
+
 def geomean(xs: Sequence[float]) -> float | None:
     """The geometric mean of the positive values in xs, else None."""
     logs = _logs(xs)

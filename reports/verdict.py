@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from reports.model import Cell, Model, Replicates, commands, num
-from reports.stats import Ratio, geomean, log_ratio, simultaneous_level
+from reports.stats import Ratio, geomean, geometric_interval, log_ratio, simultaneous_level
 from reports.views import Impls, config_label, device_label, median, sortkey
 
 COMPILE_FIGURES = ("compile_s", "first_step_s", "trace_s", "lower_s", "compile_only_s")
@@ -35,6 +35,8 @@ def verdict(model: Model) -> list[dict]:
         _speed(b, mine, compared, impls)
         b["compile"] = _compile_ranking(compared, impls)
         b["details"] = [_detail_row(r) for r in sorted(mine, key=lambda r: (sortkey(_cfg(r)), impls.rank(r.impl)))]
+        b["users"] = [row for r in sorted(mine, key=lambda r: (sortkey(_cfg(r)), impls.rank(r.impl)))
+                      if (row := _users_row(r))]
         accuracy = [_accuracy_row(c) for c in model.ok("accuracy") if (c.machine, c.device) == k]
         b["acc_table"] = _accuracy_table(accuracy)
         b["acc_impls"] = impls.sort(r["impl"] for r in accuracy)
@@ -55,6 +57,7 @@ def _block(model: Model, machine: str, device: str) -> dict:
         "noise_floor": [],
         "compile": None,
         "details": [],
+        "users": [],
         "matmul_rate": None,
         "synthetic_step": False,
         "processes": [],
@@ -258,6 +261,20 @@ def _speed_row(r: Replicates, group: list[Replicates], cmp: dict | None) -> dict
         "mfu": r.mfu,
         "recompiles": max((num(c.x("recompiles")) or 0 for c in r.cells), default=0),
     }
+
+
+def _users_row(r: Replicates) -> dict | None:
+    """The epoch as users run it, over the processes that ran one: its time and the user loop's overhead
+    over the kernel steps (user epoch ÷ (its steps × the process's median kernel step)), each the geometric
+    mean with a 95% interval across processes. Older results only have the first process's epoch."""
+    epochs = r.values("user_epoch_s")
+    if not epochs:
+        return None
+    overheads = r.values("user_overhead")
+    return {"impl": r.impl, "config": config_label(r.x("image_size"), r.x("pool_stride")),
+            "batch_size": r.x("batch_size"), "epoch": geometric_interval(epochs), "steps": r.x("user_epoch_steps"),
+            "images_per_s": num(r.x("user_images_per_s")), "overhead": geometric_interval(overheads),
+            "n": len(epochs), "user_loop": r.x("user_loop")}
 
 
 def _matmul_rate(configs: list[Replicates]) -> dict | None:

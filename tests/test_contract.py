@@ -83,7 +83,7 @@ def _drive_worker(name: str, tmp) -> dict:
         out["warmup"] = w.call("warmup", n=2)
         w.call("before_timing")
         out["losses"] = [w.call("steps", n=3) for _ in range(3)]
-        out["finish"] = w.call("finish", loop_steps=2, extras=True)
+        out["finish"] = w.call("finish", flops=True, user_epoch=True)
         out["breakdown"] = w.call("breakdown", repeats=2)
         out["after_breakdown"] = w.call("steps", n=3)  # the breakdown changed nothing the step uses
         # the gate's ops: compile time sampled again, the self-test's extra work, another spec in the same worker

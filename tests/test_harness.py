@@ -49,10 +49,19 @@ def test_worker_measures_a_step(tmp_path):
         assert first["first_step_s"] > 0 and first["compile_only_s"] > 0 and first["trace_s"] > 0
         assert len(w.call("warmup", n=2)) == 2
         assert isinstance(w.call("steps", n=2), float)
-        fin = w.call("finish", loop_steps=2, extras=True)
+        fin = w.call("finish", flops=True, user_epoch=True)
         rate = w.call("matmul_rate", device="cpu")
-    assert fin["recompiles"] == 0
+        # the same process moved to another configuration: measured again, but its lifetime memory is not its own
+        w.call("setup", cell=payload(tmp_path, image_size=24))
+        assert w.call("first_step")["first_step_s"] > 0
+        w.call("before_timing")
+        w.call("steps", n=2)
+        later = w.call("finish")
+    assert fin["recompiles"] == 0 == later["recompiles"]
     assert fin["user_epoch_s"] > 0 and fin["peak_memory_bytes"] > 0
+    assert fin["user_epoch_steps"] == 1024 // 8 and fin["cells_before_in_process"] == 0  # synthetic: 1,027 train images
+    assert later["cells_before_in_process"] == 1 and "user_epoch_s" not in later
+    assert later["framework_rss_bytes"] is later["training_rss_bytes"] is later["peak_memory_bytes"] is None
     # one calibration for every run, whatever the implementation: JAX, full float32 (no TF32 on a CPU)
     assert rate["flops"] > 0 and rate["precision"] == "float32" and rate["framework"] == "jax"
     assert rate["method"] == "jax 2048x2048 float32 matmul, precision HIGHEST, best of 10" and "default_flops" not in rate
@@ -293,11 +302,11 @@ def test_unwritable_home_is_named(tmp_path):
     assert str(blocker / "home") in proc.stdout + proc.stderr
 
 
-def test_gpu_scripts_carry_the_locked_keras():
+def test_gpu_scripts_carry_the_locked_versions():
     """The wheels carried to the GPU box are the versions this project resolves everywhere else."""
     lock = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().split() if "==" in line)
     prepare = (ROOT / "benchmarks" / "gpu_prepare.sh").read_text()
-    for name in ("keras", "namex", "optree"):
+    for name in ("keras", "namex", "optree", "flax", "optax"):
         assert f"{name}=={lock[name]}" in prepare
     for script in ("gpu_prepare.sh", "gpu_run.sh"):
         subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / script)], check=True)
@@ -351,3 +360,80 @@ def test_reproduce_selects_exactly_its_cell_even_the_aa_copy():
         own = f"test_step[{cell.id}]"
         # -k matches substrings: replicate 0's id also picks its replicates -r1, -r2 (same command)
         assert own in chosen and all(n.startswith(own.rstrip("]")) for n in chosen), (cell.id, chosen)
+
+
+def test_each_worker_measures_its_configurations_in_turn_each_first_somewhere():
+    """The step order: a worker's (series, replicate) cells consecutive, workers shuffled by the seed,
+    and each configuration first in at least one process of every series (its memory figures)."""
+    from benchmarks.profiles import PROFILES, aa_series, cells, step_order
+
+    p = PROFILES["default"]
+    assert aa_series(p, ["keras-tf", "flax"], None) == "flax" and aa_series(p, ["keras-tf"], None) == "keras-tf"
+    assert aa_series(p, ["flax"], "none") is None and aa_series(PROFILES["quick"], ["flax"], None) is None
+    matrix = [c for c in cells(p, ("flax", "keras-tf"), ("cpu",), aa="flax") if c.kind == "step"]
+    order = step_order(matrix, seed=7)
+    assert sorted(order, key=lambda c: c.id) == sorted(matrix, key=lambda c: c.id)
+    keys = [c.worker_key for c in order]
+    runs = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+    assert len(runs) == len(set(keys)) == 3 * 3  # three series x three replicates, each one unbroken run
+    firsts = {(c.series, c.spec.pool_stride) for i, c in enumerate(order) if i == 0 or keys[i - 1] != c.worker_key}
+    assert firsts == {(s, stride) for s in ("flax", "keras-tf", "flax~aa") for stride in (1, 2)}
+    assert [c.id for c in step_order(matrix, seed=8)] != [c.id for c in order]
+
+
+def test_the_gpu_profile_runs_its_tiers_in_order():
+    """The `gpu` profile: the headline configuration first (3 processes), then the origin spec at batch 512,
+    then batch 32; the processes shuffled within each tier only, accuracy after every tier."""
+    from benchmarks.profiles import PROFILES, cells, step_order
+
+    matrix = cells(PROFILES["gpu"], ("flax", "keras-jax", "flax-nnx"), ("gpu",))
+    steps = step_order([c for c in matrix if c.kind == "step"], seed=3)
+    configs = [(c.spec.pool_stride, c.train.batch_size) for c in steps]
+    assert configs == sorted(configs, key=[(2, 256), (1, 512), (2, 32)].index)
+    assert configs.count((2, 256)) == 3 * 3 and configs.count((1, 512)) == configs.count((2, 32)) == 3 * 2
+    assert {c.tier for c in steps} == {0, 1, 2} and all(c.kind == "accuracy" for c in matrix[len(steps):])
+
+
+def test_the_deadline_starts_no_cell_that_would_not_finish(monkeypatch):
+    """`--xf-deadline`: a cell is left out (recorded, skipped) when the longest finished cell of its kind,
+    scaled up by FLOPs, would not fit in the time left, and so is every cell after it."""
+    from types import SimpleNamespace
+
+    from benchmarks import harness
+    from benchmarks.harness import Session
+    from benchmarks.profiles import PROFILES, cells
+
+    clock = [100.0]
+    monkeypatch.setattr(harness.time, "monotonic", lambda: clock[0])
+    cfg = SimpleNamespace(getoption=lambda name: {"xf_home": "/tmp/x"}.get(name))
+    session = Session(cfg, PROFILES["gpu"], [], ["flax"], machine={"machine_class": "m"}, code="c", deadline=200.0)
+    recorded = []
+    session.record = lambda cell, info, status="ok", reason=None, stats=None: recorded.append((cell.id, status, reason))
+    small, big, other = [c for c in cells(PROFILES["gpu"], ("flax",), ("gpu",)) if c.kind == "step" and c.replicate == 0]
+    session.start(small, {})  # nothing finished yet: no estimate, it starts
+    session.took.append((small, 30.0))
+    clock[0] = 150.0  # 50 s left: the origin spec at batch 512 has 2x the images at ~4x the FLOPs each
+    assert session.estimate(big) > 50 and session.estimate(other) == 30.0
+    with pytest.raises(pytest.skip.Exception):
+        session.start(big, {})
+    with pytest.raises(pytest.skip.Exception):  # it would fit, but comes after a cell left out
+        session.start(other, {})
+    assert [r[:2] for r in recorded] == [(big.id, "skipped"), (other.id, "skipped")]
+    assert "about" in recorded[0][2] and big.id in recorded[1][2] and session.left_out == [big.id, other.id]
+
+
+def test_a_run_cut_by_the_deadline_is_resumed_by_the_next_call(tmp_path):
+    """What the deadline leaves out is listed, the run stays unfinished, and the same command again
+    continues that run under its run id (as a second GPU call does)."""
+    first = run_bench(tmp_path, "--xf-deadline=1")
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "--xf-deadline left out 2 cell(s)" in first.stdout  # the step and the accuracy cell
+    (folder,) = (tmp_path / "home" / "runs").iterdir()
+    run = RunFolder(folder)
+    assert run.meta()["finished"] is None and len(run.meta()["left_out"]) == 2
+    assert {c["status"] for c in run.cells().values() if c["kind"] != "parity"} == {"skipped"}
+    second = run_bench(tmp_path)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert f"resuming the interrupted run {run.run_id}" in second.stdout
+    assert run.meta()["finished"] and run.meta()["left_out"] == []
+    assert {c["status"] for c in run.cells().values()} == {"ok"}

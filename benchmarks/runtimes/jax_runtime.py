@@ -60,6 +60,11 @@ def start_up(kind: str) -> None:
     jax.block_until_ready(jax.jit(conv_matmul)(x, w))
 
 
+def platform_version(kind: str) -> str:
+    """What the runtime runs on: "cpu", or the CUDA (or ROCm) version its GPU client reports."""
+    return str(device(kind).client.platform_version)
+
+
 def block(tree) -> None:
     """Wait until everything in `tree` is computed."""
     jax.block_until_ready(tree)

@@ -57,6 +57,14 @@ def put_batch(batch: dict, dev: str) -> dict:
                 "label": tf.identity(tf.constant(np.asarray(batch["label"], np.int32)))}
 
 
+def platform_version(kind: str) -> str:
+    """What the runtime runs on: "cpu", or the CUDA and cuDNN versions TensorFlow was built with."""
+    if kind == "cpu":
+        return "cpu"
+    info = tf.sysconfig.get_build_info()
+    return f"cuda {info.get('cuda_version')}, cudnn {info.get('cudnn_version')}"
+
+
 def block(tree) -> None:
     """Wait until the outputs in `tree` are computed: the outputs of one compiled function are ready
     together, so reading the smallest one back waits for all of them."""
