@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import registry
-from benchmarks.profiles import Cell, Profile
+from benchmarks import peaks, registry
+from benchmarks.profiles import Cell, Profile, tiers
 from benchmarks.store import ResultFileError, RunFolder, read_json, write_json
 from benchmarks.weights import reference_weights_file
 from benchmarks.worker_client import CellSkipped, Worker, WorkerError
@@ -171,10 +171,13 @@ class Session:
         """The measured matmul rate of `device` (one method, whatever implementations run: the
         worker's `matmul_rate`): the one figure every cell of this device and run is rated against."""
         if device not in self.matmul_rates:
+            bf16 = any("bf16" in (t.precisions or self.profile.precisions) for t in tiers(self.profile))
             with Worker(self.run.log_path(f"matmul-rate-{device}"), None, self.profile.cell_timeout_s) as w:
-                self.matmul_rates[device] = rate = w.call("matmul_rate", device=device)
+                self.matmul_rates[device] = rate = w.call("matmul_rate", device=device, bf16=bf16)
             default = (f"; {rate['default_flops'] / 1e9:.1f} GFLOP/s at {rate['default_precision']}"
                        if "default_flops" in rate else "")
+            if "bf16_flops" in rate:
+                default += f"; {rate['bf16_flops'] / 1e9:.1f} GFLOP/s in bfloat16"
             self.say(f"measured matmul rate on {device}: {rate['flops'] / 1e9:.1f} GFLOP/s ({rate['method']}){default}")
         return self.matmul_rates[device]
 
@@ -209,6 +212,7 @@ class Session:
             "device": cell.device,
             "device_kind": cell.device,
             "batch_size": cell.train.batch_size,
+            "precision": cell.train.precision,
             "image_size": cell.spec.image_size,
             "pool_stride": cell.spec.pool_stride,
             "spec_is_origin": cell.spec.is_origin,
@@ -228,6 +232,8 @@ class Session:
             parts.append(f"--xf-aa={cell.impl}")
         if cell.tuned:
             parts.append(f"--xf-tuned={cell.impl}")
+        if cell.train.precision != "float32":
+            parts.append(f"--xf-precision={cell.train.precision}")
         return " ".join(parts + [f"-k '{select(cell)}'"])
 
     @contextlib.contextmanager
@@ -314,7 +320,7 @@ class Session:
 
     @staticmethod
     def configuration(cell: Cell) -> tuple:
-        return (cell.device, cell.spec.image_size, cell.spec.pool_stride, cell.train.batch_size)
+        return (cell.device, cell.spec.image_size, cell.spec.pool_stride, cell.train.batch_size, cell.train.precision)
 
     def steps_per_call(self, cell: Cell, steady_s: float, rtt_s: float) -> int:
         """The same number of steps per timed call for every implementation and process of a
@@ -481,7 +487,7 @@ def step_figures(cell: Cell, stats, outer: list[float], steps_per_call: int, fir
         "matmul_rate_framework": rate["framework"],
         "matmul_rate_method": rate["method"],
         "matmul_rate_default": rate.get("default_flops"),
-        "mfu": flops / step / rate["flops"],
+        "matmul_rate_bf16": rate.get("bf16_flops"),
         "peak_memory_bytes": fin["peak_memory_bytes"],
         "memory_source": fin["memory_source"],
         "rss_growth_bytes": fin["rss_growth_bytes"] if cell.device == "cpu" else None,
@@ -495,11 +501,25 @@ def step_figures(cell: Cell, stats, outer: list[float], steps_per_call: int, fir
         "recompiles": fin["recompiles"],
         "harness_overhead": harness_overhead(outer, fin["inner_call_s"]),
     }
+    figures.update(mfu_figures(cell, flops / step, rate, setup["device"]))
     figures.update({k: fin[k] for k in ("user_epoch_s", "user_epoch_steps", "user_images_per_s", "user_loop",
                                         "breakdown", "cells_before_in_process") if k in fin})
     if fin.get("user_epoch_s"):  # the user's loop over the same number of kernel steps: 1.0 = no overhead
         figures["user_overhead"] = fin["user_epoch_s"] / (fin["user_epoch_steps"] * step)
     return figures
+
+
+def mfu_figures(cell: Cell, achieved: float, rate: dict, device_name: str) -> dict:
+    """MFU against the measured rate of the precision the cell's matmuls run at (`peaks.rated_precision`:
+    TF32 for default-precision float32 on NVIDIA GPUs, bf16 for bf16 cells), and against the datasheet's
+    dense peak for that precision where the device is listed (`peaks.DATASHEET`)."""
+    rated = peaks.rated_precision(cell.device, cell.train.precision)
+    measured = {"float32": rate["flops"], "tf32": rate.get("default_flops"), "bf16": rate.get("bf16_flops")}[rated]
+    out = {"mfu_precision": rated, "mfu_rate": measured, "mfu": achieved / measured if measured else None}
+    sheet = peaks.datasheet_peak(device_name, rated)
+    if sheet:
+        out.update(datasheet_flops=sheet[0], datasheet_source=sheet[1], mfu_datasheet=achieved / sheet[0])
+    return out
 
 
 def accuracy_figures(runs: list[dict], seeds, epochs: int) -> dict:

@@ -16,8 +16,8 @@ import pytest
 
 from benchmarks import machine, registry
 from benchmarks.harness import ROOT, DataChoice, Session, code_fingerprint, data_choice
-from benchmarks.profiles import Cell, Profile, aa_series, cells, profile, step_order
-from benchmarks.spec import ModelSpec
+from benchmarks.profiles import Cell, Profile, aa_series, cells, profile, step_order, tiers
+from benchmarks.spec import PRECISIONS, ModelSpec
 from benchmarks.store import RunFolder, git_commit, now_iso
 
 
@@ -46,6 +46,8 @@ def pytest_addoption(parser):
                 help="add a copy of IMPL's step cells run with the tuned settings (harness.TUNED_ENV; JAX "
                      "implementations only), ranked with no one: the frameworks' defaults stay the headline")
     g.addoption("--xf-order-seed", default=None, help="seed of the step cells' random order (default: random)")
+    g.addoption("--xf-precision", default=None, metavar="float32,bf16",
+                help="the step cells' precisions (default: the profile's; float32 except in the gpu profile)")
     g.addoption("--xf-deadline", default=None, metavar="SECONDS",
                 help="start no cell that would not finish this many seconds after the session started; "
                      "what is left out is listed, and the next run of the same plan resumes the run")
@@ -70,22 +72,27 @@ def _profile(config):
         p = profile(config.getoption("xf_profile"))
     except ValueError as e:
         raise pytest.UsageError(f"--xf-profile: {e}") from None
-    changes = {}
+    changes, tiers = {}, p.step_tiers  # an option that sets a tier's setting sets it in every tier
     if (sizes := _positive_ints(config, "xf_image_sizes", 8, 1024)) is not None:
-        changes.update(image_sizes=sizes, accuracy_image_size=sizes[0], step_tiers=())
+        changes.update(image_sizes=sizes, accuracy_image_size=sizes[0])
+        tiers = ()
     if (batches := _positive_ints(config, "xf_batch_sizes", 1, 65536)) is not None:
-        changes.update(batch_sizes=batches, accuracy_batch_size=batches[0], step_tiers=())
+        changes.update(batch_sizes=batches, accuracy_batch_size=batches[0])
+        tiers = ()
     if (epochs := _positive_ints(config, "xf_epochs", 1, 1000)) is not None:
         changes.update(epochs=epochs[0])
     if (seeds := _positive_ints(config, "xf_seeds", 1, 100)) is not None:
         changes.update(seeds=tuple(range(seeds[0])))
     if (replicates := _positive_ints(config, "xf_replicates", 1, 50)) is not None:
-        changes.update(replicates=replicates[0],
-                       step_tiers=tuple(dataclasses.replace(t, replicates=None) for t in p.step_tiers))
+        changes.update(replicates=replicates[0])
+        tiers = tuple(dataclasses.replace(t, replicates=None) for t in tiers)
+    if config.getoption("xf_precision") is not None:
+        changes.update(precisions=tuple(_option_list(config, "xf_precision", PRECISIONS)))
+        tiers = tuple(dataclasses.replace(t, precisions=None) for t in tiers)
     augment = config.getoption("xf_augment")
     if augment is not None:
         changes.update(augment={"off": (False,), "on": (True,), "both": (False, True)}[augment])
-    return dataclasses.replace(p, **changes)
+    return dataclasses.replace(p, step_tiers=tiers, **changes)
 
 
 def _option_list(config, name: str, allowed) -> list[str]:
@@ -158,6 +165,10 @@ def _resolved(config) -> XfState:
 
 
 def pytest_generate_tests(metafunc):
+    if "parity_precision" in metafunc.fixturenames:  # float32, then every other precision a step cell runs at
+        p = metafunc.config.stash[STATE].profile
+        found = {x for t in tiers(p) for x in (t.precisions or p.precisions)}
+        metafunc.parametrize("parity_precision", [x for x in PRECISIONS if x == "float32" or x in found])
     kinds = {"step_cell": "step", "accuracy_cell": "accuracy"}
     for fixture, kind in kinds.items():
         if fixture in metafunc.fixturenames:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ class StepTier:
     pool_strides: tuple[int, ...]
     batch_sizes: tuple[int, ...]
     replicates: int | None = None  # None: the profile's
+    precisions: tuple[str, ...] | None = None  # None: the profile's
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Profile:
     aa: str | None = None
     # the step cells in priority order; empty: one tier of image_sizes x pool_strides x batch_sizes
     step_tiers: tuple[StepTier, ...] = ()
+    precisions: tuple[str, ...] = ("float32",)  # of the step cells (TrainConfig.precision)
     # seconds without an answer before a worker counts as hung
     cell_timeout_s: float = 900.0
     # a timed call lasts at least this long, so the harness overhead stays < 2%
@@ -116,9 +119,10 @@ PROFILES = {
             augment=(False,),
             seeds=(0, 1, 2),
             epochs=10,
+            precisions=("float32", "bf16"),
             step_tiers=(
                 StepTier((300,), (2,), (256,), replicates=3),  # the headline
-                StepTier((300,), (1,), (512,)),  # the origin spec, about 53 GiB by the analytic count
+                StepTier((300,), (1,), (512,), precisions=("float32",)),  # the origin spec: ~53 GiB by the analytic count
                 StepTier((300,), (2,), (32,)),  # a small batch: where the frameworks' overheads show
             ),
         ),
@@ -143,7 +147,7 @@ PROFILES = {
 
 
 def tiers(p: Profile) -> tuple[StepTier, ...]:
-    return p.step_tiers or (StepTier(p.image_sizes, p.pool_strides, p.batch_sizes),)
+    return p.step_tiers or (StepTier(p.image_sizes, p.pool_strides, p.batch_sizes, precisions=p.precisions),)
 
 
 def profile(name: str) -> Profile:
@@ -188,6 +192,8 @@ class Cell:
     @property
     def id(self) -> str:
         base = f"{self.series}-{self.device}-s{self.spec.image_size}-p{self.spec.pool_stride}-b{self.train.batch_size}"
+        if self.train.precision != "float32":  # float32 ids are as they were before precisions existed
+            base += f"-{self.train.precision}"
         if self.kind == "step":  # replicate 0 keeps the name it had before replicates existed
             return f"step-{base}" + (f"-r{self.replicate}" if self.replicate else "")
         return f"acc-{base}-{self.protocol}-{'aug' if self.augment else 'noaug'}"
@@ -202,13 +208,13 @@ def cells(p: Profile, impls=registry.NAMES, devices=("cpu",), aa: str | None = N
               + ([(tuned, {"tuned": True})] if tuned else []))
     for device in devices:
         for tier, t in enumerate(tiers(p)):
-            for size in t.image_sizes:
-                for stride in t.pool_strides:
-                    for bs in t.batch_sizes:
-                        for r in range(t.replicates or p.replicates):
-                            for impl, copy in series:
-                                out.append(Cell("step", impl, device, ModelSpec(size, pool_stride=stride),
-                                                TrainConfig(batch_size=bs), replicate=r, tier=tier, **copy))
+            for size, stride, bs, precision in itertools.product(t.image_sizes, t.pool_strides, t.batch_sizes,
+                                                                  t.precisions or p.precisions):
+                for r in range(t.replicates or p.replicates):
+                    for impl, copy in series:
+                        out.append(Cell("step", impl, device, ModelSpec(size, pool_stride=stride),
+                                        TrainConfig(batch_size=bs, precision=precision), replicate=r, tier=tier,
+                                        **copy))
         spec = ModelSpec(p.accuracy_image_size)
         train = TrainConfig(batch_size=p.accuracy_batch_size, epochs=p.epochs)
         for impl in impls:
@@ -241,7 +247,8 @@ def step_order(step_cells: list[Cell], seed: int) -> list[Cell]:
     start = {s: rng.randrange(1 << 16) for s in sorted({k[1] for k in keys})}
     out = []
     for key in keys:
-        group = sorted(workers[key], key=lambda c: (c.spec.image_size, c.spec.pool_stride, c.train.batch_size))
+        group = sorted(workers[key], key=lambda c: (c.spec.image_size, c.spec.pool_stride, c.train.batch_size,
+                                                    c.train.precision))
         turn = (start[key[1]] + key[3]) % len(group)
         out.extend(group[turn:] + group[:turn])
     return out

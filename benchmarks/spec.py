@@ -102,6 +102,9 @@ class ModelSpec:
         return cls(**d)
 
 
+PRECISIONS = ("float32", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimizer and loop hyperparameters shared by every implementation.
@@ -119,15 +122,25 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 10
     seed: int = 0
+    # "float32"; or "bf16": compute in bfloat16 with float32 parameters, loss and optimizer (Flax
+    # dtype/param_dtype, Keras's mixed_bfloat16 policy), as users train on GPUs
+    precision: str = "float32"
 
     def __post_init__(self):
         if self.adam_form not in ("keras", "optax"):
             raise ValueError(f"adam_form must be 'keras' or 'optax', got {self.adam_form!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Float32 leaves `precision` out: its payloads, reuse keys and the gate's older workers stay as
+        they were before the field existed."""
+        d = dataclasses.asdict(self)
+        if d["precision"] == "float32":
+            del d["precision"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -31,7 +31,8 @@ def _benchmarks_enabled(benchmark):
 
 def test_step(benchmark, xf, step_cell: Cell):
     cell, p = step_cell, xf.profile
-    benchmark.group = f"step {cell.device} {cell.spec.image_size}px stride{cell.spec.pool_stride} batch{cell.train.batch_size}"
+    benchmark.group = (f"step {cell.device} {cell.spec.image_size}px stride{cell.spec.pool_stride} "
+                       f"batch{cell.train.batch_size} {cell.train.precision}")
     info = xf.base_info(cell)
     info["cell_key"] = key = xf.cell_key(cell)
     if key in xf.resumable:
@@ -120,19 +121,23 @@ def test_accuracy(benchmark, xf, accuracy_cell: Cell):
     xf.record(cell, info, stats=benchmark.stats.stats.as_dict())
 
 
-def test_parity(benchmark, xf):
-    """Identity of the implementations for the profile's accuracy spec, kept beside the timings."""
+def test_parity(benchmark, xf, parity_precision: str):
+    """Identity of the implementations for the profile's accuracy spec, kept beside the timings: float32,
+    and each other precision the step cells run at against the float32 reference."""
     from benchmarks.parity import run_parity
-    from benchmarks.spec import ModelSpec
+    from benchmarks.spec import ModelSpec, TrainConfig
 
     xf.close_worker()  # parity starts workers of its own
     spec = ModelSpec(min(xf.profile.accuracy_image_size, 64))
-    cell_id = f"parity-s{spec.image_size}-p{spec.pool_stride}"
+    train = TrainConfig(precision=parity_precision)
+    cell_id = f"parity-s{spec.image_size}-p{spec.pool_stride}" + ("" if parity_precision == "float32"
+                                                                  else f"-{parity_precision}")
     benchmark.group = "parity"
-    key = xf.key(kind="parity", spec=spec.to_dict(), impls=xf.impls)
+    key = xf.key(kind="parity", spec=spec.to_dict(), impls=xf.impls, train=train.to_dict())
     result = xf.cached_figures(key)
     if result is None:
-        result = benchmark.pedantic(run_parity, args=(spec,), kwargs={"impls": tuple(xf.impls)}, rounds=1, iterations=1)
+        result = benchmark.pedantic(run_parity, args=(spec,), kwargs={"impls": tuple(xf.impls), "train": train},
+                                    rounds=1, iterations=1)
         xf.store_figures(key, result)
     else:
         benchmark.group = "parity (from cache: timing is the cache lookup)"
@@ -141,6 +146,6 @@ def test_parity(benchmark, xf):
     info = {"kind": "parity", "status": "ok", "reason": None, "parity": result}
     benchmark.extra_info.update(info)
     xf.run.write_cell(
-        {"id": cell_id, "name": "test_parity", "kind": "parity", "status": "ok", "reason": None,
+        {"id": cell_id, "name": f"test_parity[{parity_precision}]", "kind": "parity", "status": "ok", "reason": None,
          "stats": benchmark.stats.stats.as_dict(), "extra_info": info}
     )

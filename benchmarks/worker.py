@@ -59,10 +59,11 @@ class _Cell:
             "train_fields": [f.name for f in dataclasses.fields(TrainConfig)],
         }
 
-    def matmul_rate(self, device: str) -> dict:
+    def matmul_rate(self, device: str, bf16: bool = False) -> dict:
         """The device's measured matmul rate, by one method for every run (pytest's and the gate's), in a
         process of its own: JAX, an n x n float32 matmul, best of `repeats`, at full float32 precision,
-        and also at JAX's default precision where that differs (TF32 on NVIDIA GPUs)."""
+        and also at JAX's default precision where that differs (TF32 on NVIDIA GPUs); with `bf16`, of
+        bfloat16 matrices too (the rate bf16 cells are rated against)."""
         from benchmarks.runtimes import jax_runtime
 
         n, repeats = CALIBRATION[device]
@@ -72,6 +73,8 @@ class _Cell:
         if device != "cpu":
             out.update(default_flops=jax_runtime.matmul_rate(device, n, repeats, "default"),
                        default_precision="JAX's default (TF32 on NVIDIA GPUs since Ampere)")
+        if bf16:
+            out["bf16_flops"] = jax_runtime.matmul_rate(device, n, repeats, "default", "bfloat16")
         return out
 
     def setup(self, cell: dict) -> dict:

@@ -64,10 +64,16 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
 
 
+def compute_dtype(cfg: TrainConfig) -> jnp.dtype:
+    """What the layers compute in (`TrainConfig.precision`); parameters, loss and Adam stay float32."""
+    return jnp.bfloat16 if cfg.precision == "bf16" else jnp.float32
+
+
 def scale_images(images_BHWC: jax.Array) -> jax.Array:
     return images_BHWC.astype(jnp.float32) * jnp.float32(INV_255)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example softmax cross-entropy from logits and integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    """Per-example softmax cross-entropy from logits and integer labels, in float32 (as Keras's loss
+    computes it whatever the layers computed in)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)

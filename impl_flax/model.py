@@ -9,6 +9,8 @@ the origin, whose `nn.max_pool(x, window_shape=(2, 2))` call passes no
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -17,16 +19,18 @@ from benchmarks.spec import ModelSpec
 
 class CNN(nn.Module):
     spec: ModelSpec = ModelSpec()
+    dtype: Any = jnp.float32  # what the layers compute in; parameters stay float32
 
     def setup(self):
         s = self.spec
         kernel = (s.kernel_size, s.kernel_size)
-        self.conv1 = nn.Conv(features=s.filters[0], kernel_size=kernel)
+        dtypes = dict(dtype=self.dtype, param_dtype=jnp.float32)
+        self.conv1 = nn.Conv(features=s.filters[0], kernel_size=kernel, **dtypes)
         self.pool1 = nn.max_pool
-        self.conv2 = nn.Conv(features=s.filters[1], kernel_size=kernel)
+        self.conv2 = nn.Conv(features=s.filters[1], kernel_size=kernel, **dtypes)
         self.pool2 = nn.max_pool
-        self.dense1 = nn.Dense(features=s.dense_units, kernel_init=nn.initializers.he_normal())
-        self.dense2 = nn.Dense(features=s.num_classes)
+        self.dense1 = nn.Dense(features=s.dense_units, kernel_init=nn.initializers.he_normal(), **dtypes)
+        self.dense2 = nn.Dense(features=s.num_classes, **dtypes)
 
     def __call__(self, x_BHWC):
         """Float images in [0, 1], NHWC -> logits (N, num_classes)."""

@@ -45,7 +45,7 @@ from flax import nnx
 from benchmarks.contract import Implementation
 from benchmarks.runtimes import jax_runtime
 from benchmarks.spec import ModelSpec, TrainConfig
-from impl_flax.common import cross_entropy, make_optimizer, scale_images
+from impl_flax.common import compute_dtype, cross_entropy, make_optimizer, scale_images
 
 LAYERS = ("conv1", "conv2", "dense1", "dense2")
 
@@ -53,16 +53,18 @@ LAYERS = ("conv1", "conv2", "dense1", "dense2")
 class CNN(nnx.Module):
     """The origin CNN; `__call__` takes float images in [0, 1], NHWC, and returns logits."""
 
-    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    def __init__(self, spec: ModelSpec, dtype=jnp.float32, *, rngs: nnx.Rngs):
+        """`dtype`: what the layers compute in; parameters stay float32."""
         kernel = (spec.kernel_size, spec.kernel_size)
         f1, f2 = spec.filters
+        dtypes = dict(dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.window = (spec.pool_window, spec.pool_window)
         self.strides = (spec.pool_stride, spec.pool_stride)
-        self.conv1 = nnx.Conv(spec.channels, f1, kernel_size=kernel, rngs=rngs)
-        self.conv2 = nnx.Conv(f1, f2, kernel_size=kernel, rngs=rngs)
-        self.dense1 = nnx.Linear(spec.flat_features, spec.dense_units,
-                                 kernel_init=nnx.initializers.he_normal(), rngs=rngs)
-        self.dense2 = nnx.Linear(spec.dense_units, spec.num_classes, rngs=rngs)
+        self.conv1 = nnx.Conv(spec.channels, f1, kernel_size=kernel, **dtypes)
+        self.conv2 = nnx.Conv(f1, f2, kernel_size=kernel, **dtypes)
+        self.dense1 = nnx.Linear(spec.flat_features, spec.dense_units, kernel_init=nnx.initializers.he_normal(),
+                                 **dtypes)
+        self.dense2 = nnx.Linear(spec.dense_units, spec.num_classes, **dtypes)
 
     def __call__(self, x_BHWC: jax.Array) -> jax.Array:
         pool = lambda x: nnx.max_pool(x, window_shape=self.window, strides=self.strides, padding="VALID")
@@ -89,7 +91,7 @@ def _train_step(graphdef: nnx.GraphDef, state: dict, batch: dict) -> tuple[dict,
 
 def _predict_step(graphdef: nnx.GraphDef, state: dict, images_BHWC: jax.Array) -> jax.Array:
     model = nnx.merge(graphdef, state)["model"]
-    return model(scale_images(images_BHWC))
+    return model(scale_images(images_BHWC)).astype(jnp.float32)
 
 
 class FlaxNNXImpl(Implementation):
@@ -103,7 +105,7 @@ class FlaxNNXImpl(Implementation):
         self.device = jax_runtime.device(device)
         self._tx = make_optimizer(train)  # one object, so every reset gives the same GraphDef
         with jax.default_device(self.device):
-            model = CNN(spec, rngs=nnx.Rngs(seed))
+            model = CNN(spec, compute_dtype(train), rngs=nnx.Rngs(seed))
         self._graphdef, self._state = self._split(model)
         self._step = jax.jit(functools.partial(_train_step, self._graphdef), donate_argnums=0)
         self._predict = jax.jit(functools.partial(_predict_step, self._graphdef))
@@ -124,7 +126,7 @@ class FlaxNNXImpl(Implementation):
         return {f"{layer}/{name}": params[layer][name] for layer in LAYERS for name in ("kernel", "bias")}
 
     def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        model = nnx.eval_shape(lambda: CNN(self.spec, rngs=nnx.Rngs(0)))  # structure only, no init
+        model = nnx.eval_shape(lambda: CNN(self.spec, compute_dtype(self.train_cfg), rngs=nnx.Rngs(0)))  # no init
         params: dict = {}
         for key, value in weights.items():
             layer, name = key.split("/")

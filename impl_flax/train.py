@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax.training import train_state
 
 from benchmarks.spec import ModelSpec, TrainConfig
-from impl_flax.common import cross_entropy, make_optimizer, scale_images
+from impl_flax.common import compute_dtype, cross_entropy, make_optimizer, scale_images
 from impl_flax.model import CNN
 
 
@@ -31,7 +31,8 @@ def init_params(spec: ModelSpec, seed: int) -> Any:
 
 
 def create_train_state(spec: ModelSpec, cfg: TrainConfig, params: Any) -> train_state.TrainState:
-    return train_state.TrainState.create(apply_fn=CNN(spec).apply, params=params, tx=make_optimizer(cfg))
+    return train_state.TrainState.create(apply_fn=CNN(spec, compute_dtype(cfg)).apply, params=params,
+                                         tx=make_optimizer(cfg))
 
 
 @functools.partial(jax.jit, donate_argnums=0)  # the old state is dead after the step, as in Keras
@@ -62,4 +63,4 @@ def phase_functions():
 
 @jax.jit
 def predict_step(state: train_state.TrainState, images_BHWC: jax.Array) -> jax.Array:
-    return state.apply_fn({"params": state.params}, scale_images(images_BHWC))
+    return state.apply_fn({"params": state.params}, scale_images(images_BHWC)).astype(jnp.float32)

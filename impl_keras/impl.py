@@ -53,7 +53,7 @@ class KerasImpl(Implementation):
         self._state_dirty = False
         with self._scope():
             keras.utils.set_random_seed(seed)
-            self.model = compile_model(build_model(spec, seed), train)
+            self.model = compile_model(build_model(spec, seed, train.precision), train)
             self._count_traces()
 
     # -- plumbing ---------------------------------------------------------------
@@ -195,7 +195,7 @@ class KerasImpl(Implementation):
         self._sync_state()
         with self._scope():
             out = self.model.predict_on_batch(np.asarray(images, np.uint8))
-        return np.asarray(keras.ops.convert_to_numpy(out))
+        return np.asarray(keras.ops.convert_to_numpy(out), np.float32)
 
     def phases(self, device_batch: tuple) -> dict:
         """Keras's own pieces: `compute_loss_and_updates` (JAX) or the model and `compute_loss` under a

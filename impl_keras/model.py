@@ -18,9 +18,12 @@ from benchmarks.spec import ModelSpec
 INV_255 = 1.0 / 255.0
 
 
-def build_model(spec: ModelSpec, seed: int = 0) -> keras.Sequential:
+def build_model(spec: ModelSpec, seed: int = 0, precision: str = "float32") -> keras.Sequential:
+    """`precision` "bf16": every layer after the scaling under Keras's mixed_bfloat16 policy (bfloat16
+    compute, float32 variables); the scaling stays float32, as Flax scales before its layers cast."""
     k = spec.kernel_size
-    pool = dict(pool_size=spec.pool_window, strides=spec.pool_stride, padding="valid")
+    mixed = {"dtype": "mixed_bfloat16"} if precision == "bf16" else {}
+    pool = dict(pool_size=spec.pool_window, strides=spec.pool_stride, padding="valid", **mixed)
 
     def init(kind: str, offset: int):
         cls = {"lecun": keras.initializers.LecunNormal, "he": keras.initializers.HeNormal}[kind]
@@ -32,19 +35,19 @@ def build_model(spec: ModelSpec, seed: int = 0) -> keras.Sequential:
             keras.Input(shape=(spec.image_size, spec.image_size, spec.channels), dtype="uint8", name="image"),
             keras.layers.Rescaling(INV_255, name="rescale"),
             keras.layers.Conv2D(spec.filters[0], k, padding="same", kernel_initializer=init("lecun", 1),
-                                bias_initializer=zeros(), name="conv1"),
-            keras.layers.ReLU(name="relu1"),
+                                bias_initializer=zeros(), name="conv1", **mixed),
+            keras.layers.ReLU(name="relu1", **mixed),
             keras.layers.MaxPooling2D(**pool, name="pool1"),
             keras.layers.Conv2D(spec.filters[1], k, padding="same", kernel_initializer=init("lecun", 2),
-                                bias_initializer=zeros(), name="conv2"),
-            keras.layers.ReLU(name="relu2"),
+                                bias_initializer=zeros(), name="conv2", **mixed),
+            keras.layers.ReLU(name="relu2", **mixed),
             keras.layers.MaxPooling2D(**pool, name="pool2"),
-            keras.layers.Flatten(name="flatten"),
+            keras.layers.Flatten(name="flatten", **mixed),
             keras.layers.Dense(spec.dense_units, kernel_initializer=init("he", 3),
-                               bias_initializer=zeros(), name="dense1"),
-            keras.layers.ReLU(name="relu3"),
+                               bias_initializer=zeros(), name="dense1", **mixed),
+            keras.layers.ReLU(name="relu3", **mixed),
             keras.layers.Dense(spec.num_classes, kernel_initializer=init("lecun", 4),
-                               bias_initializer=zeros(), name="dense2"),
+                               bias_initializer=zeros(), name="dense2", **mixed),
         ],
         name="cnn",
     )

@@ -136,7 +136,12 @@ class Cell:
     def config_key(self) -> tuple:
         """What a step cell measures; its replicates share it."""
         return (self.machine, self.kind, self.device, self.impl, self.x("image_size"), self.x("pool_stride"),
-                self.x("batch_size"))
+                self.x("batch_size"), self.precision)
+
+    @property
+    def precision(self) -> str:
+        """What its layers computed in (results from before the field: float32)."""
+        return str(self.x("precision", "float32"))
 
     @property
     def device(self) -> str:
@@ -251,8 +256,9 @@ class Replicates:
 
     @property
     def mfu(self) -> float | None:
-        """FLOPs per step ÷ step time ÷ the run's measured matmul rate."""
-        flops, peak, s = num(self.x("flops_per_step")), num(self.x("peak_flops")), self.step_s
+        """FLOPs per step ÷ step time ÷ the measured matmul rate of the precision the cell ran at (older
+        results: the float32 rate)."""
+        flops, peak, s = num(self.x("flops_per_step")), num(self.x("mfu_rate")) or num(self.x("peak_flops")), self.step_s
         return flops / s / peak if flops and peak and s else num(self.x("mfu"))
 
 

@@ -115,10 +115,12 @@ def _cfg(c: Measured) -> tuple:
 
 
 def _by_device(cells: list[Measured]) -> dict[tuple, list[Measured]]:
+    """Cells per (machine, device, precision): no figure mixes precisions."""
     out: dict[tuple, list[Measured]] = defaultdict(list)
     for c in cells:
-        out[(c.machine, c.device)].append(c)
-    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1].lower() != "cpu", kv[0][1])))
+        out[(c.machine, c.device, c.precision)].append(c)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1].lower() != "cpu", kv[0][1],
+                                                    kv[0][2] != "float32", kv[0][2])))
 
 
 def _slug(*parts: Any) -> str:
@@ -137,10 +139,11 @@ DrawFn = Callable[[list[Measured], Impls, str, str], tuple[Figure, dict]]
 def _per_device(model: Model, cells: list[Measured], group: str, impls: Impls, draw: DrawFn) -> list[Fig]:
     """One figure per (machine, device): draw(cells, impls, device label, machine label) -> figure, Fig fields."""
     figs = []
-    for (mk, dev), cs in _by_device(cells).items():
-        label, devlabel = model.machines[mk].label, device_label(model, mk, dev)
+    for (mk, dev, precision), cs in _by_device(cells).items():
+        label, devlabel = model.machines[mk].label, device_label(model, mk, dev, precision)
         fig, fields = draw(cs, impls, devlabel, label)
-        figs.append(_finish(fig, devlabel, id=_slug(group, label, dev), group=group, machine=label, **fields))
+        figs.append(_finish(fig, devlabel, id=_slug(group, label, dev, *([precision] if precision != "float32" else [])),
+                            group=group, machine=label, **fields))
     return figs
 
 

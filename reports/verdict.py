@@ -26,31 +26,33 @@ def verdict(model: Model) -> list[dict]:
     impls = Impls.of(model)
     configs = model.step_configs()
     blocks: dict[tuple, dict] = {}
-    for c in [*configs, *model.ok("accuracy")]:
-        if (c.machine, c.device) not in blocks:
-            blocks[(c.machine, c.device)] = _block(model, c.machine, c.device)
+    for c in [*configs, *model.ok("accuracy")]:  # a block per precision too: none compares across precisions
+        if (c.machine, c.device, c.precision) not in blocks:
+            blocks[(c.machine, c.device, c.precision)] = _block(model, c.machine, c.device, c.precision)
     for k, b in blocks.items():
-        mine = [r for r in configs if (r.machine, r.device) == k]
+        mine = [r for r in configs if (r.machine, r.device, r.precision) == k]
         compared = [r for group in _by_cfg(mine).values() for r in _one_run(group)]
         _speed(b, mine, compared, impls)
         b["compile"] = _compile_ranking(compared, impls)
         b["details"] = [_detail_row(r) for r in sorted(mine, key=lambda r: (sortkey(_cfg(r)), impls.rank(r.impl)))]
         b["users"] = [row for r in sorted(mine, key=lambda r: (sortkey(_cfg(r)), impls.rank(r.impl)))
                       if (row := _users_row(r))]
-        accuracy = [_accuracy_row(c) for c in model.ok("accuracy") if (c.machine, c.device) == k]
+        accuracy = [_accuracy_row(c) for c in model.ok("accuracy") if (c.machine, c.device, c.precision) == k]
         b["acc_table"] = _accuracy_table(accuracy)
         b["acc_impls"] = impls.sort(r["impl"] for r in accuracy)
         b["accuracy"] = sorted(accuracy, key=lambda r: (str(r["config"]), str(r["protocol"]), bool(r["augment"]),
                                                         impls.rank(r["impl"])))
-    return sorted(blocks.values(), key=lambda b: (b["machine"], b["device"].lower() != "cpu", b["device"]))
+    return sorted(blocks.values(), key=lambda b: (b["machine"], b["device"].lower() != "cpu", b["device"],
+                                                  b["precision"] != "float32", b["precision"]))
 
 
-def _block(model: Model, machine: str, device: str) -> dict:
+def _block(model: Model, machine: str, device: str, precision: str) -> dict:
     return {
         "machine": model.machines[machine].label,
         "machine_key": machine,
         "device": device,
-        "device_label": device_label(model, machine, device),
+        "precision": precision,
+        "device_label": device_label(model, machine, device, precision),
         "speed": [],
         "step_impls": [],
         "headline": None,
@@ -285,7 +287,8 @@ def _matmul_rate(configs: list[Replicates]) -> dict | None:
     first = next(r for r in configs if num(r.x("peak_flops")))
     return {"flops": median(rates), "precision": first.x("matmul_rate_precision"),
             "framework": first.x("matmul_rate_framework"), "method": first.x("matmul_rate_method"),
-            "default_flops": num(first.x("matmul_rate_default")), "distinct": len(set(rates))}
+            "default_flops": num(first.x("matmul_rate_default")), "bf16_flops": num(first.x("matmul_rate_bf16")),
+            "distinct": len(set(rates))}
 
 
 def _detail_row(r: Replicates) -> dict:
@@ -301,6 +304,9 @@ def _detail_row(r: Replicates) -> dict:
         "flops_per_step": flops, "flops_source": r.x("flops_source"), "flops_analytic": analytic, "flops_xla": xla,
         "xla_to_analytic": num(r.x("flops_xla_to_analytic")) or (xla / analytic if xla and analytic else None),
         "achieved": flops / r.step_s if flops and r.step_s else None, "mfu": r.mfu,
+        "mfu_precision": r.x("mfu_precision"), "datasheet_source": r.x("datasheet_source"),
+        "mfu_datasheet": flops / r.step_s / sheet if flops and r.step_s and (sheet := num(r.x("datasheet_flops")))
+        else None,
         "phases": _phases(r), "step_s": r.step_s, "page_faults_per_step": num(r.x("page_faults_per_step")),
         "kernel_s_per_step": num(r.x("kernel_s_per_step")), "busy_cores": num(r.x("busy_cores")),
         "peak_memory_bytes": num(r.x("peak_memory_bytes")), "rss_growth_bytes": num(r.x("rss_growth_bytes")),

@@ -101,9 +101,11 @@ def config_label(image_size: Any, pool_stride: Any) -> str:
     return ", ".join(parts) or "unknown config"
 
 
-def device_label(model: Model, machine: str, device: str) -> str:
+def device_label(model: Model, machine: str, device: str, precision: str = "float32") -> str:
+    """"CPU (its model)" or the GPU's name; with the precision where it is not float32."""
     m = model.machines.get(machine)
-    return f"CPU ({m.cpu})" if device.lower() == "cpu" and m is not None else device
+    label = f"CPU ({m.cpu})" if device.lower() == "cpu" and m is not None else device
+    return label if precision == "float32" else f"{label} · {precision}"
 
 
 def status_counts(model: Model) -> dict[str, int]:
@@ -149,6 +151,7 @@ def _parity_table(model: Model, c: Cell, impls: Impls) -> dict:
         "cols": cols,
         "rows": rows,
         "bounds": p.get("bounds") if isinstance(p.get("bounds"), dict) else None,
+        "precision": p.get("precision"),
         "same_params": len(params) == 1 if params else None,
         "name": c.name,
     }

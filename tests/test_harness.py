@@ -437,3 +437,81 @@ def test_a_run_cut_by_the_deadline_is_resumed_by_the_next_call(tmp_path):
     assert f"resuming the interrupted run {run.run_id}" in second.stdout
     assert run.meta()["finished"] and run.meta()["left_out"] == []
     assert {c["status"] for c in run.cells().values()} == {"ok"}
+
+
+def test_precision_is_an_axis_that_leaves_float32_as_it_was():
+    """bf16 cells are named apart; float32 ids, payloads (the gate's) and reuse keys stay as before the field."""
+    from benchmarks.profiles import PROFILES, cells
+
+    assert "precision" not in TrainConfig().to_dict() and TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+    assert TrainConfig.from_dict(TrainConfig(precision="bf16").to_dict()).precision == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of float32, bf16"):
+        TrainConfig(precision="fp8")
+    steps = [c for c in cells(PROFILES["gpu"], ("flax",), ("gpu",)) if c.kind == "step" and c.replicate == 0]
+    assert [c.id for c in steps] == ["step-flax-gpu-s300-p2-b256", "step-flax-gpu-s300-p2-b256-bf16",
+                                     "step-flax-gpu-s300-p1-b512", "step-flax-gpu-s300-p2-b32",
+                                     "step-flax-gpu-s300-p2-b32-bf16"]
+
+
+def test_gpu_paths_with_stand_in_devices(monkeypatch):
+    """Device names, memory statistics and the precision an MFU is rated at, on GPU-shaped stand-ins."""
+    from types import SimpleNamespace
+
+    from benchmarks import peaks
+    from benchmarks.harness import mfu_figures
+    from benchmarks.profiles import Cell
+    from benchmarks.runtimes import jax_runtime
+
+    h200 = SimpleNamespace(platform="gpu", device_kind="NVIDIA H200",
+                           memory_stats=lambda: {"peak_bytes_in_use": 5 << 30, "bytes_in_use": 1 << 30})
+    monkeypatch.setattr(jax_runtime, "device", lambda kind: h200)
+    assert jax_runtime.device_name(h200) == "NVIDIA H200"
+    mem = jax_runtime.peak_memory("gpu")
+    assert mem["peak_memory_bytes"] == 5 << 30 and mem["device_bytes_in_use"] == 1 << 30
+    assert "lifetime" in mem["memory_source"]
+    assert peaks.rated_precision("gpu", "float32") == "tf32" and peaks.rated_precision("cpu", "float32") == "float32"
+    assert peaks.datasheet_peak("NVIDIA H100 80GB HBM3", "bf16")[0] == 989.5e12  # dense: half the sparse 1,979
+    assert peaks.datasheet_peak("NVIDIA H100 PCIe", "bf16") is None  # another part, other figures: not listed
+    rate = {"flops": 50e12, "default_flops": 400e12, "bf16_flops": 800e12}
+    f32 = Cell("step", "flax", "gpu", ModelSpec(300, pool_stride=2), TrainConfig(batch_size=256))
+    bf16 = Cell("step", "flax", "gpu", ModelSpec(300, pool_stride=2), TrainConfig(batch_size=256, precision="bf16"))
+    out = mfu_figures(f32, 200e12, rate, "NVIDIA H200")
+    assert out["mfu_precision"] == "tf32" and out["mfu"] == pytest.approx(0.5)  # against TF32, never float32's 4.0
+    assert out["mfu_datasheet"] == pytest.approx(200e12 / 494.5e12)
+    out = mfu_figures(bf16, 200e12, rate, "NVIDIA H200")
+    assert out["mfu_precision"] == "bf16" and out["mfu"] == pytest.approx(0.25)
+    assert "datasheet_flops" not in mfu_figures(bf16, 1e9, {"flops": 1e10, "bf16_flops": 2e10}, "cpu")
+
+
+def test_the_report_reads_a_harness_result_from_a_gpu_by_precision(bench_run, tmp_path):
+    """A harness-written result relabelled as an H200's, with a bf16 copy of its step cell: one verdict block
+    per precision, none comparing across them, and the page renders."""
+    import copy
+
+    from reports.build import build_report
+    from reports.loading import load
+    from reports.verdict import verdict
+
+    tmp, _ = bench_run
+    out = json.loads((tmp / "out.json").read_text())
+    out["machine_info"]["xfbench"].update(gpus=["NVIDIA H200"], machine_class="x86_64-16c-nvidia-h200")
+    step = next(b for b in out["benchmarks"] if b["extra_info"]["kind"] == "step")
+    bf16 = copy.deepcopy(step)
+    bf16["name"] = bf16["name"].replace("]", "-bf16]")
+    bf16["extra_info"]["precision"] = "bf16"
+    bf16["stats"]["data"] = [t / 2 for t in bf16["stats"]["data"]]
+    bf16["stats"]["median"] /= 2
+    out["benchmarks"].append(bf16)
+    for b in out["benchmarks"]:
+        b["extra_info"].update(device="NVIDIA H200", device_kind="gpu")
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(out))
+    blocks = verdict(load([path], include_published=False))
+    by_precision = {b["precision"]: b for b in blocks}
+    assert set(by_precision) == {"float32", "bf16"}
+    assert by_precision["bf16"]["device_label"] == "NVIDIA H200 · bf16"
+    for b in blocks:
+        assert all({r["impl"] for r in g["rows"]} == {"flax"} for g in b["speed"])  # one series: nothing to compare
+    assert [len(b["speed"]) for b in blocks] == [1, 1]
+    page = build_report([path], tmp_path / "index.html", include_published=False).read_text()
+    assert "NVIDIA H200 · bf16" in page

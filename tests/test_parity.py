@@ -98,3 +98,24 @@ def test_keras_adam_form_matches_keras_formula_and_differs_from_optax():
     assert np.array_equal(_run_tx(make_optimizer(cfg), grads, p0), ours)
     optax_cfg = TrainConfig(adam_form="optax")
     assert np.array_equal(_run_tx(make_optimizer(optax_cfg), grads, p0), native)
+
+
+# -- bf16 against the float32 reference -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def parity_bf16():
+    """Every implementation in bfloat16 (float32 parameters, loss and Adam) against flax in float32."""
+    return parity.run_parity(ModelSpec(image_size=32), steps=4, batch_size=8, seed=0,
+                             train=TrainConfig(precision="bf16"))
+
+
+def test_bf16_stays_within_its_stated_tolerance_of_float32(parity_bf16, parity_32):
+    assert parity_bf16["precision"] == "bf16" and parity_bf16["reference_precision"] == "float32"
+    assert list(parity_bf16["impls"]) == list(NAMES)  # flax too, in bf16
+    assert parity.violations(parity_bf16) == []
+    for name, row in parity_bf16["impls"].items():
+        # bf16 is really in effect: every implementation moved off the float32 logits by far more
+        # than the float32 twins differ from each other
+        assert row["max_abs_logit_diff"] > 100 * max(parity_32["impls"][name]["max_abs_logit_diff"], 1e-7), name
+    # and a real model error would not pass: the float32 bounds are far tighter than bf16's
+    assert parity.bounds("bf16")["max_abs_logit_diff"] > 1000 * parity.bounds("float32")["max_abs_logit_diff"]

@@ -85,10 +85,10 @@ def cost_analysis_flops(compiled) -> float | None:
     return float(ca["flops"])
 
 
-def matmul_rate(kind: str, n: int, repeats: int, precision: str = "highest") -> float:
-    """Best float32 n x n matmul rate (FLOP/s) on the device, at a `jax.lax.Precision` ("highest": full
+def matmul_rate(kind: str, n: int, repeats: int, precision: str = "highest", dtype: str = "float32") -> float:
+    """Best n x n matmul rate (FLOP/s) on the device, of `dtype` at a `jax.lax.Precision` ("highest": full
     float32; "default": what JAX picks, TF32 on NVIDIA GPUs since Ampere)."""
-    a = jax.device_put(jnp.ones((n, n), jnp.float32), device(kind))
+    a = jax.device_put(jnp.ones((n, n), dtype), device(kind))
     mm = jax.jit(lambda x: jnp.matmul(x, x, precision=jax.lax.Precision[precision.upper()]))
     mm(a).block_until_ready()
     best = math.inf
