@@ -35,10 +35,12 @@ from shared_data.preprocess import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 LOGIT_BOUND = 1e-5
 LOSS_BOUND = 1e-3
-# bf16 against the float32 reference: bfloat16 keeps 8 significant bits (relative rounding up to
-# 2^-9, about 0.2%) at every layer's inputs and outputs, so logits of order 1 may move by a few
-# hundredths and a short Adam trajectory's losses by a few percent; an error of the model (a wrong
-# layer, stride or initialiser) moves them by order 1
+# bf16: the logits against the float32 reference, where bfloat16 (8 significant bits, relative rounding
+# up to 2^-9 at every layer) moves logits of order 1 by a few thousandths; a model error (a wrong layer,
+# stride or initialiser) moves them by order 1. The loss trajectory against the reference's own bf16 run:
+# against float32 it is not bounded, since the rounding sends a short Adam trajectory elsewhere within a
+# few steps (reported as `float32_max_rel_loss_diff`, as the native-Adam drift is), while two frameworks
+# rounding the same way stay within a few tenths of a percent
 BF16_LOGIT_BOUND = 0.1
 BF16_LOSS_BOUND = 0.05
 
@@ -126,8 +128,8 @@ def run_parity(
     device: str = "cpu",
 ) -> dict:
     """Compare every implementation against flax in float32; returns the --json object. With `train` at
-    another precision (bf16), every implementation, flax included, runs at that precision against the
-    float32 reference, within `bounds(precision)`."""
+    another precision (bf16), every implementation, flax included, runs at that precision: its logits
+    against the float32 reference, its losses against flax's at that precision, within `bounds(precision)`."""
     impls = list(impls)
     for name in impls:
         entry(name)
@@ -135,7 +137,7 @@ def run_parity(
     reference_train = dataclasses.replace(train, precision="float32")
     images, labels = make_batches(spec, steps, batch_size, seed)
     config = {"spec": spec.to_dict(), "train": reference_train.to_dict(), "seed": seed, "device": device,
-              "native": True}
+              "native": train == reference_train}  # the native-Adam drift: among float32 runs only
     with tempfile.TemporaryDirectory(prefix="xfbench-parity-") as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "in_ref.npz", images=images, labels=labels)
@@ -147,7 +149,9 @@ def run_parity(
             futures = {n: pool.submit(_run_worker, n, tmp / "in.npz", tmp / f"out_{n}.npz",
                                       dict(config, train=train.to_dict(), native=False)) for n in others}
             outs = {n: f.result() for n, f in futures.items()}
+    lowered = outs.get(REFERENCE)  # the reference at the lower precision: what the trajectories follow
     outs.setdefault(REFERENCE, ref)
+    trajectory = lowered if lowered is not None else ref
     result = {
         "spec": spec.to_dict(),
         "train": train.to_dict(),
@@ -165,10 +169,12 @@ def run_parity(
         row = {
             "params": int(o["params"]),
             "max_abs_logit_diff": float(np.max(np.abs(o["logits"] - ref["logits"]))),
-            "max_rel_loss_diff": _max_rel(o["losses"], ref["losses"]),
+            "max_rel_loss_diff": _max_rel(o["losses"], trajectory["losses"]),
             "device": str(o["device"]),
             "losses": [float(v) for v in o["losses"]],
         }
+        if lowered is not None:
+            row["float32_max_rel_loss_diff"] = _max_rel(o["losses"], ref["losses"])
         result["impls"][name] = row
     if "native_losses" in ref:
         native = ref["native_losses"]
@@ -215,9 +221,11 @@ def format_table(result: dict) -> str:
         lines.append(f"{REFERENCE} with optax's native Adam drifts from the matched runs by "
                      f"{ref['native_adam_max_rel_loss_diff']:.2e} relative ({ref['native_adam_note']})")
     limit = bounds(result.get("precision", "float32"))
-    lines.append(f"bounds: logits {limit['max_abs_logit_diff']:g}, losses {limit['max_rel_loss_diff']:g} relative "
-                 f"({result.get('precision', 'float32')} against the float32 reference); "
-                 f"expected params {result['expected_params']:,}")
+    against = ("" if result.get("precision", "float32") == "float32" else
+               f" ({result['precision']}: logits against the float32 reference, losses against "
+               f"{REFERENCE} in {result['precision']})")
+    lines.append(f"bounds: logits {limit['max_abs_logit_diff']:g}, losses {limit['max_rel_loss_diff']:g} relative"
+                 f"{against}; expected params {result['expected_params']:,}")
     return "\n".join(lines)
 
 
