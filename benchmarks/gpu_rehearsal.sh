@@ -12,9 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "[rehearsal $(date +%T)] $*"; }
-py=$(command -v python3.12 || true)
-[ -n "$py" ] || py=$(ls -d "$HOME"/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -1 || true)
-if [ -z "$py" ] || ! "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+py=""  # the first candidate that runs as 3.12 (a pyenv shim on PATH may not)
+for candidate in "$(command -v python3.12 || true)" $(ls -d "$HOME"/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | sort -rV); do
+  if [ -n "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+    py=$candidate; break
+  fi
+done
+if [ -z "$py" ]; then
   echo "gpu_rehearsal: no Python 3.12 (the GPU image's): looked for python3.12 on PATH and under" \
        "$HOME/.pyenv/versions/3.12*; install one (e.g. pyenv install 3.12) and run again" >&2
   exit 2

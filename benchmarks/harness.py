@@ -288,6 +288,11 @@ class Session:
         self.record(cell, info, status="skipped", reason=why)
         pytest.skip(why)
 
+    def past_deadline(self, need_s: float) -> bool:
+        """Whether a piece of work of about `need_s` seconds, not a cell (parity), would miss the deadline
+        or come after cells left out for it."""
+        return self.deadline is not None and (bool(self.left_out) or time.monotonic() + need_s > self.deadline)
+
     def estimate(self, cell: Cell) -> float:
         """Seconds the cell should take: the longest finished cell of its kind, scaled up (never down) by
         the ratio of their FLOPs per step; 0 before any finished. Process start-up is in the estimate, since

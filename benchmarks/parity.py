@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.registry import NAMES, REFERENCE, entry
+from benchmarks.registry import NAMES, REFERENCE, entry, missing
 from benchmarks.spec import PRECISIONS, ModelSpec, TrainConfig
 from benchmarks.worker_client import worker_env
 from shared_data.cli import bounded, image_size_arg, seed_arg
@@ -130,9 +130,14 @@ def run_parity(
     """Compare every implementation against flax in float32; returns the --json object. With `train` at
     another precision (bf16), every implementation, flax included, runs at that precision: its logits
     against the float32 reference, its losses against flax's at that precision, within `bounds(precision)`."""
-    impls = list(impls)
     for name in impls:
         entry(name)
+    # an implementation whose framework is not installed here is left out, and said so (the GPU image
+    # has no TensorFlow); the reference must run
+    not_run = {n: f"not installed here: {', '.join(lacks)}" for n in impls if (lacks := missing(n))}
+    if REFERENCE in not_run:
+        raise ParityError(f"the reference {REFERENCE} cannot run: {not_run[REFERENCE]}")
+    impls = [n for n in impls if n not in not_run]
     train = train or TrainConfig()
     reference_train = dataclasses.replace(train, precision="float32")
     images, labels = make_batches(spec, steps, batch_size, seed)
@@ -163,6 +168,7 @@ def run_parity(
         "expected_params": spec.num_params,
         "bounds": bounds(train.precision),
         "impls": {},
+        "not_run": not_run,
     }
     for name in impls:
         o = outs[name]
@@ -224,6 +230,8 @@ def format_table(result: dict) -> str:
     against = ("" if result.get("precision", "float32") == "float32" else
                f" ({result['precision']}: logits against the float32 reference, losses against "
                f"{REFERENCE} in {result['precision']})")
+    for name, why in result.get("not_run", {}).items():
+        lines.append(f"{name}: not run, {why}")
     lines.append(f"bounds: logits {limit['max_abs_logit_diff']:g}, losses {limit['max_rel_loss_diff']:g} relative"
                  f"{against}; expected params {result['expected_params']:,}")
     return "\n".join(lines)

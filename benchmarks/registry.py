@@ -12,6 +12,7 @@ cell). `load(name)` sets KERAS_BACKEND before importing.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -79,6 +80,12 @@ def code_packages() -> list[str]:
 def packages() -> list[str]:
     """Distributions of every registered implementation, in first-seen order."""
     return list(dict.fromkeys(p for e in REGISTRY.values() for p in e.packages))
+
+
+def missing(name: str) -> list[str]:
+    """The packages of the implementation that this environment lacks (keras-tf where TensorFlow is not
+    installed, as on the GPU image): it cannot run here."""
+    return [p for p in entry(name).packages if importlib.util.find_spec(p) is None]
 
 
 def load(name: str):

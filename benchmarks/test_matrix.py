@@ -22,6 +22,8 @@ from benchmarks.harness import (
 )
 from benchmarks.profiles import Cell
 
+PARITY_S = 60.0  # what a parity check takes at most so far (4 worker processes, 64 px): the deadline's estimate
+
 
 @pytest.fixture(autouse=True)
 def _benchmarks_enabled(benchmark):
@@ -128,6 +130,8 @@ def test_parity(benchmark, xf, parity_precision: str):
     from benchmarks.spec import ModelSpec, TrainConfig
 
     xf.close_worker()  # parity starts workers of its own
+    if xf.past_deadline(PARITY_S):
+        pytest.skip(f"parity ({parity_precision}) left out by --xf-deadline: about {PARITY_S:.0f} s needed")
     spec = ModelSpec(min(xf.profile.accuracy_image_size, 64))
     train = TrainConfig(precision=parity_precision)
     cell_id = f"parity-s{spec.image_size}-p{spec.pool_stride}" + ("" if parity_precision == "float32"

@@ -24,7 +24,7 @@ class CNN(nn.Module):
     def setup(self):
         s = self.spec
         kernel = (s.kernel_size, s.kernel_size)
-        dtypes = dict(dtype=self.dtype, param_dtype=jnp.float32)
+        dtypes = {"dtype": self.dtype, "param_dtype": jnp.float32}
         self.conv1 = nn.Conv(features=s.filters[0], kernel_size=kernel, **dtypes)
         self.pool1 = nn.max_pool
         self.conv2 = nn.Conv(features=s.filters[1], kernel_size=kernel, **dtypes)

@@ -57,7 +57,7 @@ class CNN(nnx.Module):
         """`dtype`: what the layers compute in; parameters stay float32."""
         kernel = (spec.kernel_size, spec.kernel_size)
         f1, f2 = spec.filters
-        dtypes = dict(dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        dtypes = {"dtype": dtype, "param_dtype": jnp.float32, "rngs": rngs}
         self.window = (spec.pool_window, spec.pool_window)
         self.strides = (spec.pool_stride, spec.pool_stride)
         self.conv1 = nnx.Conv(spec.channels, f1, kernel_size=kernel, **dtypes)

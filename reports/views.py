@@ -152,6 +152,7 @@ def _parity_table(model: Model, c: Cell, impls: Impls) -> dict:
         "rows": rows,
         "bounds": p.get("bounds") if isinstance(p.get("bounds"), dict) else None,
         "precision": p.get("precision"),
+        "not_run": as_dict(p.get("not_run")),
         "same_params": len(params) == 1 if params else None,
         "name": c.name,
     }
