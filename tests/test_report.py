@@ -600,7 +600,7 @@ def test_new_fields_are_on_the_page(reps):
     assert "as users run it" in html
     cpu = blocks[("rep-box", "cpu")]
     assert cpu["matmul_rate"] == {"flops": 2.6e11, "precision": "float32", "framework": "jax", "method": None,
-                                  "default_flops": None, "distinct": 1}
+                                  "default_flops": None, "bf16_flops": None, "distinct": 1}
     assert "Measured matmul rate on this device" in html and "peak" not in html.replace("peak memory", "")
     d = next(r for r in cpu["details"] if r["impl"] == "flax" and r["batch_size"] == 32)
     assert d["xla_to_analytic"] == pytest.approx(1.04) and d["rss_growth_bytes"] == 3 * 2**20
