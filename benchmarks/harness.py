@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import peaks, registry
-from benchmarks.profiles import Cell, Profile, tiers
+from benchmarks.profiles import Cell, Profile, step_precisions
 from benchmarks.store import ResultFileError, RunFolder, read_json, write_json
 from benchmarks.weights import reference_weights_file
 from benchmarks.worker_client import CellSkipped, Worker, WorkerError
@@ -171,7 +171,7 @@ class Session:
         """The measured matmul rate of `device` (one method, whatever implementations run: the
         worker's `matmul_rate`): the one figure every cell of this device and run is rated against."""
         if device not in self.matmul_rates:
-            bf16 = any("bf16" in (t.precisions or self.profile.precisions) for t in tiers(self.profile))
+            bf16 = "bf16" in step_precisions(self.profile)
             with Worker(self.run.log_path(f"matmul-rate-{device}"), None, self.profile.cell_timeout_s) as w:
                 self.matmul_rates[device] = rate = w.call("matmul_rate", device=device, bf16=bf16)
             default = (f"; {rate['default_flops'] / 1e9:.1f} GFLOP/s at {rate['default_precision']}"

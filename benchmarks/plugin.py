@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks import machine, registry
 from benchmarks.harness import ROOT, DataChoice, Session, code_fingerprint, data_choice
-from benchmarks.profiles import Cell, Profile, aa_series, cells, profile, step_order, tiers
+from benchmarks.profiles import Cell, Profile, aa_series, cells, profile, step_order, step_precisions
 from benchmarks.spec import PRECISIONS, ModelSpec
 from benchmarks.store import RunFolder, git_commit, now_iso
 
@@ -166,8 +166,7 @@ def _resolved(config) -> XfState:
 
 def pytest_generate_tests(metafunc):
     if "parity_precision" in metafunc.fixturenames:  # float32, then every other precision a step cell runs at
-        p = metafunc.config.stash[STATE].profile
-        found = {x for t in tiers(p) for x in (t.precisions or p.precisions)}
+        found = step_precisions(metafunc.config.stash[STATE].profile)
         metafunc.parametrize("parity_precision", [x for x in PRECISIONS if x == "float32" or x in found])
     kinds = {"step_cell": "step", "accuracy_cell": "accuracy"}
     for fixture, kind in kinds.items():

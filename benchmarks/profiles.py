@@ -150,6 +150,11 @@ def tiers(p: Profile) -> tuple[StepTier, ...]:
     return p.step_tiers or (StepTier(p.image_sizes, p.pool_strides, p.batch_sizes, precisions=p.precisions),)
 
 
+def step_precisions(p: Profile) -> set[str]:
+    """Every precision some step cell of the profile runs at."""
+    return {x for t in tiers(p) for x in (t.precisions or p.precisions)}
+
+
 def profile(name: str) -> Profile:
     try:
         return PROFILES[name]
