@@ -161,7 +161,8 @@ def test_benchmark_json_has_every_figure(bench_run):
     assert 0 < e["round_trip_s"] < step["stats"]["median"] * e["steps_per_call"] / 10
     # each round is one call of n steps, and the saved iterations say n, as pytest-benchmark's convention has it
     assert step["stats"]["iterations"] == e["steps_per_call"] >= 2
-    assert (e["harness_overhead"] > MAX_OVERHEAD) == bool(e.get("warnings"))
+    # (a busy machine may add the short-call warning too: only the overhead's own is checked here)
+    assert (e["harness_overhead"] > MAX_OVERHEAD) == any("harness overhead" in w for w in e.get("warnings", []))
     assert ACCURACY_KEYS <= set(acc["extra_info"])
     assert 0 <= acc["extra_info"]["test_accuracy_mean"] <= 1 and acc["extra_info"]["from_cache"] is False
     assert parity["extra_info"]["parity"]["impls"]["flax"]["params"] == ModelSpec(16).num_params
