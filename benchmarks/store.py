@@ -11,6 +11,7 @@ Layout of `.xfbench/runs/<run_id>/`:
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import os
 import re
@@ -105,21 +106,21 @@ class RunFolder:
         return not meta.get("finished") and not _alive(meta)
 
     def claim(self) -> bool:
-        """Take over this interrupted run to resume it, atomically: of several processes trying at
-        once, one wins (a lock file made with O_EXCL); a lock left by a dead resumer is replaced."""
-        lock = self.path / "resume.lock"
-        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        """Take over this interrupted run to resume it: of several processes trying at once, one wins.
+        The winner holds an exclusive `flock` on `resume.lock` for the rest of its life; the kernel
+        drops it when the process ends, however it ends, so no stale lock is ever left behind."""
+        fd = os.open(self.path / "resume.lock", os.O_CREAT | os.O_WRONLY, 0o644)
         try:
-            if lock.exists():
-                if _alive(json.loads(lock.read_text() or "{}")):
-                    return False
-                os.rename(lock, self.path / f"resume.lock.{os.getpid()}.stale")  # one process wins the rename
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except (FileExistsError, FileNotFoundError, json.JSONDecodeError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        self.update_meta(**me, finished=None, resumed=[*self.meta().get("resumed", []), now_iso()])
+        if not self.interrupted():  # another process resumed and finished it before this one got the lock
+            os.close(fd)
+            return False
+        self._resume_lock = fd  # held until this process exits
+        self.update_meta(host=socket.gethostname(), pid=os.getpid(), finished=None,
+                         resumed=[*self.meta().get("resumed", []), now_iso()])
         return True
 
     def meta(self) -> dict:

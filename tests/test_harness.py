@@ -249,6 +249,23 @@ def test_fresh_rerun_gives_bitwise_identical_accuracy(bench_run):
     assert strip(again["history"]) == strip(first["history"])
 
 
+def test_of_processes_racing_to_resume_one_run_exactly_one_wins(tmp_path):
+    run = RunFolder.create(tmp_path, "r", "quick", {}, ["c"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run.update_meta(pid=gone.pid)  # its process is gone: interrupted
+    go = tmp_path / "go"
+    claim = ("import os, sys, time; from benchmarks.store import RunFolder; run = RunFolder(sys.argv[1])\n"
+             "while not os.path.exists(sys.argv[2]): pass\n"  # all start claiming at once
+             "won = run.claim(); print(won, flush=True); time.sleep(2 if won else 0)")
+    racers = [subprocess.Popen([sys.executable, "-c", claim, str(run.path), str(go)], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    time.sleep(1)
+    go.touch()
+    assert sorted(p.communicate(timeout=60)[0].strip() for p in racers) == ["False"] * 5 + ["True"]
+    assert RunFolder(run.path).claim()  # the winner's lock went with its process
+
+
 def test_kill_9_keeps_finished_cells_and_the_next_run_reuses_them(tmp_path):
     proc = subprocess.Popen(bench_cmd(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
