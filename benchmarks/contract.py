@@ -1,37 +1,15 @@
 """The contract every implementation fulfils, and the logic they all share.
 
-An implementation imports only this module, `benchmarks.spec`, one runtime
-helper module (`benchmarks.runtimes.jax_runtime` or `.tf_runtime`) and its own
-framework. The harness reaches it only through `benchmarks.registry`.
+An implementation imports only this module, `benchmarks.spec`, the runtime
+helpers (`benchmarks.runtimes`: one module per runtime, each a `Runtime`) and its
+own framework. The harness reaches it only through `benchmarks.registry`.
 
-What an implementation must provide (the abstract methods below):
-
-    num_params()                 trainable parameter count
-    _get_weights()               {"conv1/kernel": array, ...} as numpy, HWIO / (in, out) layout
-    _set_weights(weights)        load checked weights and reset the optimizer state
-    device_name()                "cpu" or the accelerator's model name
-    to_device(batch)             place a host batch {"image": uint8 NHWC, "label": int32} once
-    train_step(device_batch)     one optimizer step; returns the batch's loss, not synchronised
-    sync(value)                  block until `value` is ready; return it as a float
-    logits(images)               uint8 NHWC images -> numpy logits (inference mode)
-    flops_per_step(device_batch) FLOPs of one step from the compiler's cost analysis, or None
-    trace_count()                step traces so far (None where the runtime counts compiles)
-    prepare(device_batch)        everything the first step would otherwise do besides tracing and
-                                 compiling it (default: nothing; Keras builds its optimizer here)
-    phases(device_batch)         the step taken apart, for the step breakdown: {"forward",
-                                 "forward_backward", "update"} -> a zero-argument call of a compiled
-                                 function whose result the runtime's `block` waits for
-    forget_compiled()            drop the compiled step: the next train_step traces and compiles
-                                 again (compile time sampled repeatedly in one process)
-    timed_region                 one sentence: what a timed step contains
-
-Shared here: weight key and shape checks (`get_weights`, `set_weights`), padded
-evaluation (`evaluate`), so every implementation scores a split the same way, and
-two defaults an implementation overrides where its framework's own loop differs:
-`run_steps`, the timed body (n `train_step`s), `before_timing`, what the framework's
-loop does once before them (nothing; Keras resets its metrics, as `fit` does once per
-epoch), and `fit_epoch`, an epoch as the framework's users run it (one step per host
-batch; Keras users call `model.fit`), described by `user_loop`.
+`Implementation` is the contract: its abstract methods are what an implementation
+provides, each documented where it is declared. Shared here, on top of them: weight
+key and shape checks (`get_weights`, `set_weights`) and padded evaluation
+(`evaluate`), so every implementation scores a split the same way, and the defaults
+an implementation overrides where its framework's own loop differs (`run_steps`,
+`prepare`, `before_timing`, `fit_epoch` with `user_loop`).
 """
 
 from __future__ import annotations
@@ -68,12 +46,14 @@ def check_device(device: str) -> str:
 
 
 class Implementation(abc.ABC):
-    """Base class of every implementation; see the module docstring for what to provide."""
+    """Base class of every implementation: provide the abstract methods; override the defaults only where
+    the framework's own loop differs."""
 
-    backend: str  # "jax" or "tensorflow": which runtime helpers the worker uses
-    timed_region: str
+    backend: str  # "jax" or "tensorflow": the `Runtime` the worker uses beside it (`runtimes.for_backend`)
+    timed_region: str  # one sentence: what a timed step contains
 
     def __init__(self, name: str, spec: ModelSpec, train: TrainConfig, seed: int, device: str = "cpu"):
+        """`name`: the registry name; `device`: "cpu" or "gpu" (the model goes on the first one of that kind)."""
         self.name = name
         self.spec = spec
         self.train_cfg = train
@@ -115,9 +95,10 @@ class Implementation(abc.ABC):
             raise ValueError("evaluate() got no batches")
         return {"loss": loss_sum / count, "accuracy": correct / count, "count": int(count)}
 
-    # -- the timed steps: n train steps unless the framework's own loop does less per step --
+    # -- defaults, overridden where the framework's own loop differs ----------------------
     def run_steps(self, device_batch: Any, n: int) -> Any:
-        """n steps as the framework's own training loop runs them; the last loss, not synchronised."""
+        """The timed body: n steps as the framework's own training loop runs them (default: n `train_step`s);
+        the last loss, not synchronised."""
         loss = None
         for _ in range(n):
             loss = self.train_step(device_batch)
@@ -126,23 +107,19 @@ class Implementation(abc.ABC):
     def prepare(self, device_batch: Any) -> None:
         """Called in set-up, after the runtime started and the weights exist: build whatever the first
         train step would otherwise build besides its own compiled function (model and optimizer state),
-        so that the first step's extra time is the step's trace and compile alone, in every framework."""
-
-    @abc.abstractmethod
-    def phases(self, device_batch: Any) -> dict[str, Callable[[], Any]]:
-        """The step's phases, each its own compiled function on `device_batch` and the current state:
-        "forward" (the training loss), "forward_backward" (the loss and every gradient) and "update" (the
-        optimizer applied to fixed gradients). Nothing is changed; each result holds all it computed,
-        so no part of it is dead code."""
+        so that the first step's extra time is the step's trace and compile alone, in every framework.
+        Default: nothing (Keras builds its optimizer here)."""
 
     def before_timing(self) -> None:
         """Once, after the warm-up and before the timed rounds: what the framework's own loop does
-        once per epoch rather than per step, so that no timed call does it."""
+        once per epoch rather than per step, so that no timed call does it. Default: nothing (Keras resets
+        its metrics, as `fit` does once per epoch)."""
 
     user_loop = "one jitted train step per host batch, each batch copied to the device, one sync at the end"
 
     def fit_epoch(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> None:
-        """One epoch over host arrays (whole batches) as the framework's users write it."""
+        """One epoch over host arrays (whole batches) as the framework's users write it, described by
+        `user_loop`; returns once it is computed. Default: one `train_step` per host batch."""
         loss = None
         for i in range(0, len(labels), batch_size):
             loss = self.train_step(self.to_device({"image": images[i:i + batch_size],
@@ -151,34 +128,71 @@ class Implementation(abc.ABC):
 
     # -- what each implementation provides ----------------------------------------------
     @abc.abstractmethod
-    def num_params(self) -> int: ...
+    def num_params(self) -> int:
+        """The number of trainable parameters (every kernel and bias)."""
+
+    def num_state(self) -> int:
+        """The number of non-trainable state values the model carries between steps (BatchNorm's running
+        statistics); 0 for a model without any."""
+        return 0
 
     @abc.abstractmethod
-    def _get_weights(self) -> dict[str, Any]: ...
+    def _get_weights(self) -> dict[str, Any]:
+        """The current weights, one array (numpy or the framework's, copied by `get_weights`) per key of
+        `spec.weight_shapes()` ("conv1/kernel", ...): kernels HWIO for convolutions, (in, out) for dense
+        layers, so they map one to one onto every other implementation's."""
 
     @abc.abstractmethod
-    def _set_weights(self, weights: dict[str, np.ndarray]) -> None: ...
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load `weights` (float32 numpy in `_get_weights`'s layout, keys and shapes already checked by
+        `set_weights`) and start the optimizer state afresh, as at construction."""
 
     @abc.abstractmethod
-    def device_name(self) -> str: ...
+    def device_name(self) -> str:
+        """"cpu", or the accelerator's model name (e.g. "NVIDIA H200"): what the results record."""
 
     @abc.abstractmethod
-    def to_device(self, batch: dict) -> Any: ...
+    def to_device(self, batch: dict) -> Any:
+        """Place a host batch {"image": uint8 NHWC, "label": int32} on the device, once. The result, in
+        whatever form the implementation's own step takes, is the `device_batch` every other method gets;
+        no step copies it again."""
 
     @abc.abstractmethod
-    def train_step(self, device_batch: Any) -> Any: ...
+    def train_step(self, device_batch: Any) -> Any:
+        """One optimizer step (forward, backward, update) on a batch from `to_device`, replacing the
+        training state. Returns this batch's loss as the framework's scalar, not synchronised (see
+        `sync`). The first call also traces and compiles the step."""
 
     @abc.abstractmethod
-    def sync(self, value: Any) -> float: ...
+    def sync(self, value: Any) -> float:
+        """Block until `value` (a loss from `train_step` or `run_steps`) is computed, and with it every
+        step before it; return it as a Python float."""
 
     @abc.abstractmethod
-    def logits(self, images: np.ndarray) -> np.ndarray: ...
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Inference-mode logits of uint8 NHWC host images: float32 numpy of shape (N, num_classes),
+        computed by the time it returns."""
 
     @abc.abstractmethod
-    def flops_per_step(self, device_batch: Any) -> float | None: ...
+    def phases(self, device_batch: Any) -> dict[str, Callable[[], Any]]:
+        """The step taken apart, for the step breakdown: "forward" (the training loss), "forward_backward"
+        (the loss and every gradient) and "update" (the optimizer applied to fixed gradients), each a
+        zero-argument call of its own compiled function on `device_batch` and the current state. A call
+        returns without synchronising; the worker waits with the runtime's `block` on its result, which holds
+        all it computed, so no part of it is dead code. Nothing is changed."""
 
     @abc.abstractmethod
-    def trace_count(self) -> int | None: ...
+    def flops_per_step(self, device_batch: Any) -> float | None:
+        """FLOPs of one train step on `device_batch`, from the compiler's cost analysis of the compiled
+        step; None where the runtime gives none. Compiles for the analysis only: no state changes and no
+        step trace is counted."""
 
     @abc.abstractmethod
-    def forget_compiled(self) -> None: ...
+    def trace_count(self) -> int | None:
+        """How often the train step has been traced so far (a retrace in the timed steps shows as a change);
+        None where the runtime's `CompileEvents` counts the compiles instead."""
+
+    @abc.abstractmethod
+    def forget_compiled(self) -> None:
+        """Drop the compiled step, so that the next `train_step` traces and compiles it again (compile time
+        sampled repeatedly in one process); the weights and the optimizer state stay as they are."""

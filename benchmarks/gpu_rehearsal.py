@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.record import Info
+
 RUNS = ("flax", "flax-nnx", "keras-jax")
 SKIPPED = "keras-tf"
 IMAGE_JAX = "0.11.2"
@@ -32,11 +34,11 @@ def carried_versions(wheels: Path) -> dict[str, str]:
 
 def problems(result: dict, carried: dict[str, str]) -> list[str]:
     found = []
-    ok = [b["extra_info"] for b in result.get("benchmarks", []) if b["extra_info"].get("status") == "ok"]
+    ok = [e for e in (Info.read(b.get("extra_info")) for b in result.get("benchmarks", [])) if e.status == "ok"]
     not_ok = result.get("xfbench_cells_not_ok", [])
     skipped_impl = [c for c in not_ok if c["id"].split("-", 1)[1].startswith(SKIPPED + "-")]
     for impl in RUNS:
-        kinds = {e["kind"] for e in ok if e.get("impl") == impl}
+        kinds = {e.kind for e in ok if e.impl == impl}
         if not {"step", "accuracy"} <= kinds:
             found.append(f"{impl}: no ok {' and '.join(sorted({'step', 'accuracy'} - kinds))} cell")
     for c in not_ok:
@@ -46,15 +48,15 @@ def problems(result: dict, carried: dict[str, str]) -> list[str]:
             found.append(f"{c['id']}: should be skipped for want of TensorFlow, is {c['status']}: {c['reason']}")
     if not skipped_impl:
         found.append(f"{SKIPPED}: not listed as skipped")
-    if any(e.get("impl") == SKIPPED for e in ok):
+    if any(e.impl == SKIPPED for e in ok):
         found.append(f"{SKIPPED}: ran, but the image has no TensorFlow")
-    for e in (e for e in ok if e["kind"] == "step"):
-        imported = e.get("imported_versions") or {}
+    for e in (e for e in ok if e.kind == "step"):
+        imported = e.imported_versions or {}
         for name in ("keras", "flax", "optax"):
             if name in imported and imported[name] != carried.get(name):
-                found.append(f"{e['impl']}: imported {name} {imported[name]}, the carried wheel is {carried.get(name)}")
+                found.append(f"{e.impl}: imported {name} {imported[name]}, the carried wheel is {carried.get(name)}")
         if imported.get("jax") != IMAGE_JAX:
-            found.append(f"{e['impl']}: imported jax {imported.get('jax')}, the image's is {IMAGE_JAX}")
+            found.append(f"{e.impl}: imported jax {imported.get('jax')}, the image's is {IMAGE_JAX}")
     versions = result.get("machine_info", {}).get("xfbench", {}).get("versions", {})
     for name in ("keras", "flax", "optax"):
         if versions.get(name) != carried.get(name):

@@ -9,125 +9,17 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from benchmarks import peaks, registry
+from benchmarks import record
+from benchmarks.inputs import COMPILE_ENV, TUNED_ENV, DataChoice, data_choice, home, payload
 from benchmarks.profiles import Cell, Profile, step_precisions
 from benchmarks.store import ResultFileError, RunFolder, read_json, write_json
 from benchmarks.weights import reference_weights_file
+from benchmarks.workloads import ORIGIN
 from benchmarks.worker_client import CellSkipped, Worker, WorkerError
-
-# the checkout; not pytest's rootdir, which a path-valued option before plugins load can move
-ROOT = Path(__file__).resolve().parents[1]
-# harness code whose change invalidates cached figures, beside every implementation's package
-CODE_PATHS = ("shared_data", "benchmarks/runtimes", "benchmarks/spec.py", "benchmarks/contract.py",
-              "benchmarks/training.py", "benchmarks/worker.py", "benchmarks/registry.py", "benchmarks/weights.py",
-              "benchmarks/harness.py", "benchmarks/test_matrix.py", "benchmarks/profiles.py")
-# The tuned series (`--xf-tuned IMPL`, JAX implementations on the CPU): what closed keras-tf's lead on
-# this 2-core CPU. jaxlib gets a fresh scratch buffer from glibc every step (90 MiB at 64 px, pool
-# stride 2), above glibc's mmap threshold, so each step faults every page of it in again; these glibc
-# tunables keep it on the heap. The XLA flag keeps convolutions out of YNNPACK, whose weight gradients
-# were about 3x slower than XLA's own here. Evidence and commands: README, "Why keras-tf leads on the CPU".
-TUNED_ENV = {
-    "GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296:glibc.malloc.arena_max=1",
-    "XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
-}
-# environment that changes what the frameworks compile or how they run it: part of every reuse key
-COMPILE_ENV = ("XLA_FLAGS", "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION",
-               "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-               "TF_NUM_INTEROP_THREADS", "GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF")
-
-
-def code_fingerprint() -> str:
-    """sha256 of every implementation's package (from the registry) and the harness code above."""
-    h = hashlib.sha256()
-    roots = [ROOT / p for p in (*registry.code_packages(), *CODE_PATHS)]
-    files = sorted({f for r in roots for f in ([r] if r.is_file() else r.rglob("*.py"))})
-    for path in files:
-        h.update(str(path.relative_to(ROOT)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-@dataclass
-class DataChoice:
-    """How every process of this session loads the data (source resolved once, here)."""
-
-    source: str | None  # as asked; None: chosen per image size, on the first load of that size
-    data_dir: str | None
-    cache_dir: str
-    summaries: dict = field(default_factory=dict)
-    resolved: dict = field(default_factory=dict)  # image size -> the automatic choice's summary
-
-    def source_for(self, image_size: int) -> str | None:
-        return self.source or self.resolved.get(image_size, {}).get("source")
-
-    def kwargs(self, image_size: int, protocol: str, source: str | None = None) -> dict:
-        own = source in (None, self.source)  # the step cells may use another source (synthetic)
-        return {
-            "source": self.source_for(image_size) if own else source,
-            "data_dir": self.data_dir if own else None,
-            "image_size": image_size,
-            "protocol": protocol,
-            "seed": 0,
-            "cache_dir": self.cache_dir,
-        }
-
-    def prepare(self, image_size: int, protocol: str, log, source: str | None = None) -> dict:
-        """Build or reuse the cache in this process, so workers only read it."""
-        from shared_data import load_dataset
-
-        kw = self.kwargs(image_size, protocol, source)
-        key = json.dumps(kw, sort_keys=True)
-        if key not in self.summaries:
-            summary = portable(load_dataset(log=log, **kw).summary())
-            if self.source is None and source is None:
-                # every later load of this size names the source; the summaries keep why it was chosen
-                first = self.resolved.setdefault(image_size, summary)
-                summary.update({k: first[k] for k in ("source_reason", "notice")})
-            self.summaries[key] = summary
-        return self.summaries[key]
-
-
-def portable(summary: dict) -> dict:
-    """A data summary without this machine's absolute paths (results get published):
-    the image folder and the cache file relative to the checkout."""
-    out = dict(summary)
-    for key in ("source_detail", "cache_path"):
-        value = out.get(key)
-        if isinstance(value, str) and os.path.isabs(value):
-            out[key] = os.path.relpath(value, ROOT)
-            if isinstance(out.get("source_reason"), str):
-                out["source_reason"] = out["source_reason"].replace(value, out[key])
-    return out
-
-
-def home(path: str | None = None) -> Path:
-    """Where runs and caches live: `path`, else $XFBENCH_HOME, else .xfbench in the checkout."""
-    h = Path(path or os.environ.get("XFBENCH_HOME", ".xfbench"))
-    return h if h.is_absolute() else ROOT / h
-
-
-def select(cell: Cell) -> str:
-    """A `pytest -k` expression for the cell: its id, whose "~" (the A/A copy's) -k cannot parse,
-    becomes the two halves around it, both required."""
-    return " and ".join(cell.id.split("~"))
-
-
-def payload(cell: Cell, data: dict, seed: int = 0) -> dict:
-    """What a worker's `setup` gets for one cell; `data` is `load_dataset`'s keyword arguments."""
-    return {"impl": cell.impl, "device": cell.device, "spec": cell.spec.to_dict(), "train": cell.train.to_dict(),
-            "seed": seed, "data": data}
-
-
-def data_choice(config) -> DataChoice:
-    """The data of a pytest session, from its options."""
-    return DataChoice(source=config.getoption("xf_source"), data_dir=config.getoption("xf_data_dir"),
-                      cache_dir=str(home(config.getoption("xf_home")) / "cache" / "data"))
-
 
 class Session:
     def __init__(self, config, profile: Profile, gpus: list[str], impls: list[str], machine: dict, code: str,
@@ -189,7 +81,7 @@ class Session:
 
     def reference_weights(self, cell: Cell, seed: int) -> str:
         """Path of the reference's initial weights for this cell's spec and seed (paired training)."""
-        return str(reference_weights_file(cell.spec, seed, self.home / "cache" / "weights", self.code))
+        return str(reference_weights_file(cell.workload, cell.spec, seed, self.home / "cache" / "weights", self.code))
 
     def data_summary(self, cell: Cell) -> dict:
         source = self.step_source if cell.kind == "step" else None
@@ -214,12 +106,13 @@ class Session:
             "batch_size": cell.train.batch_size,
             "precision": cell.train.precision,
             "image_size": cell.spec.image_size,
-            "pool_stride": cell.spec.pool_stride,
-            "spec_is_origin": cell.spec.is_origin,
+            "pool_stride": getattr(cell.spec, "pool_stride", None),  # the origin's spec alone has one
+            "spec_is_origin": getattr(cell.spec, "is_origin", False),
             "data": "synthetic" if data["source"] == "synthetic" else "real",
             "data_source": data["source"],
             "dataset_fingerprint": data["fingerprint"],
             "machine_class": self.machine["machine_class"],
+            **({} if cell.workload == ORIGIN else {"workload": cell.workload}),  # the origin's records as they were
         }
 
     def reproduce(self, cell: Cell) -> str:
@@ -234,7 +127,9 @@ class Session:
             parts.append(f"--xf-tuned={cell.impl}")
         if cell.train.precision != "float32":
             parts.append(f"--xf-precision={cell.train.precision}")
-        return " ".join(parts + [f"-k '{select(cell)}'"])
+        if cell.workload != ORIGIN:
+            parts.append(f"--xf-workloads={cell.workload}")
+        return " ".join(parts + [f"-k '{record.select_expression(cell.id)}'"])
 
     @contextlib.contextmanager
     def worker(self, cell: Cell, info: dict):
@@ -306,17 +201,7 @@ class Session:
             self.took.append((cell, time.monotonic() - self.started_at))
         self.started_at = 0.0
         info.update(status=status, reason=reason)
-        self.run.write_cell(
-            {
-                "id": cell.id,
-                "name": f"test_{cell.kind}[{cell.id}]",  # pytest's name, as in the benchmark JSON
-                "kind": cell.kind,
-                "status": status,
-                "reason": reason,
-                "stats": stats,
-                "extra_info": info,
-            }
-        )
+        self.run.write_cell(record.run_file(cell.id, cell.kind, status, reason, stats, info))
         self.cells_done += 1
         planned = len(self.run.meta()["planned"])
         self.say(f"{cell.id}: {status}{' -- ' + reason.splitlines()[0] if reason else ''} ({self.cells_done}/{planned} cells)")
@@ -325,7 +210,8 @@ class Session:
 
     @staticmethod
     def configuration(cell: Cell) -> tuple:
-        return (cell.device, cell.spec.image_size, cell.spec.pool_stride, cell.train.batch_size, cell.train.precision)
+        return (cell.workload, cell.device, cell.spec.image_size, cell.spec.variant, cell.train.batch_size,
+                cell.train.precision)
 
     def steps_per_call(self, cell: Cell, steady_s: float, rtt_s: float) -> int:
         """The same number of steps per timed call for every implementation and process of a
@@ -473,7 +359,7 @@ def step_figures(cell: Cell, stats, outer: list[float], steps_per_call: int, fir
         "threads": setup["threads"],
         "platform_version": setup.get("platform_version"),
         "imported_versions": setup.get("imported_versions"),
-        "stats_unit": "step",
+        "stats_unit": record.STATS_UNIT,
         "steps_per_call": steps_per_call,
         "step_s_median": step,
         "step_s_q1": stats.q1,

@@ -12,6 +12,11 @@ after it, so every implementation runs Keras's formulation (TrainConfig.adam_for
 = "keras"). The reference is also run with optax's native Adam (same epsilon),
 and its drift from the matched runs of the others is reported as
 `native_adam_max_rel_loss_diff`: what a user who assumes "Adam is Adam" would see.
+
+A workload whose model carries state between steps (BatchNorm's running statistics: the
+`resnet` workload) also reports the state count, the state after every step against the
+reference's (`max_rel_state_diff`) and the eval-mode logits after the trajectory, which use the
+trained running statistics (`max_abs_trained_logit_diff`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import workloads
 from benchmarks.registry import NAMES, REFERENCE, entry, missing
 from benchmarks.spec import PRECISIONS, ModelSpec, TrainConfig
 from benchmarks.worker_client import worker_env
@@ -35,6 +41,11 @@ from shared_data.preprocess import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 LOGIT_BOUND = 1e-5
 LOSS_BOUND = 1e-3
+STATE_BOUND = 1e-3  # running statistics over the trajectory, relative to each array's largest magnitude
+# eval logits after the trajectory: two compilers' float32 rounding, amplified by Adam's early steps
+# (whose size follows a gradient's sign more than its magnitude), reaches a few 1e-5 (keras-tf against
+# flax: 2.8e-5 at 32 px after 10 steps); a wrong convention (epsilon, momentum, padding) moves them by 1e-2 or more
+TRAINED_LOGIT_BOUND = 1e-4
 # bf16: the logits against the float32 reference, where bfloat16 (8 significant bits, relative rounding
 # up to 2^-9 at every layer) moves logits of order 1 by a few thousandths; a model error (a wrong layer,
 # stride or initialiser) moves them by order 1. The loss trajectory against the reference's own bf16 run:
@@ -65,20 +76,26 @@ def make_batches(spec: ModelSpec, steps: int, batch_size: int, seed: int) -> tup
     return images, labels
 
 
-def _trajectory(impl, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    losses = []
+def _trajectory(impl, images: np.ndarray, labels: np.ndarray, state_keys: list[str]) -> tuple[np.ndarray, dict]:
+    """The loss of each step and, where the model has state, that state after each step (key -> (K, ...))."""
+    losses, states = [], {k: [] for k in state_keys}
     for x, y in zip(images, labels):
         losses.append(impl.train_step(impl.to_device({"image": x, "label": y})))
-    return np.array([impl.sync(v) for v in losses], np.float64)
+        if state_keys:
+            now = impl.get_weights()
+            for k in state_keys:
+                states[k].append(now[k])
+    return np.array([impl.sync(v) for v in losses], np.float64), {k: np.stack(v) for k, v in states.items()}
 
 
 def worker(name: str, in_path: str, out_path: str, config: dict) -> None:
-    """Runs in a fresh process: one implementation, its logits and its loss trajectory."""
+    """Runs in a fresh process: one implementation, its logits and its loss (and state) trajectory."""
     from benchmarks import registry
 
-    spec = ModelSpec.from_dict(config["spec"])
+    workload = workloads.get(config.get("workload", workloads.ORIGIN))
+    spec = workload.spec(config["spec"])
     train = TrainConfig.from_dict(config["train"])
-    cls = registry.load(name)
+    cls = registry.load(name, workload.name)
     impl = cls(name, spec, train, config["seed"], device=config["device"])
     data = dict(np.load(in_path))
     initial = {k[len("w:"):]: v for k, v in data.items() if k.startswith("w:")}
@@ -87,17 +104,18 @@ def worker(name: str, in_path: str, out_path: str, config: dict) -> None:
     else:
         initial = impl.get_weights()
     images, labels = data["images"], data["labels"]
-    out = {
-        "params": np.array(impl.num_params()),
-        "logits": impl.logits(images[0]),
-        "losses": _trajectory(impl, images, labels),
-        "device": np.array(impl.device_name()),
-    }
+    state_keys = [k for k in sorted(initial) if spec.is_state(k)]
+    out = {"params": np.array(impl.num_params()), "logits": impl.logits(images[0])}
+    out["losses"], states = _trajectory(impl, images, labels, state_keys)
+    out["device"] = np.array(impl.device_name())
+    if state_keys:
+        out.update({f"s:{k}": v for k, v in states.items()}, state_count=np.array(impl.num_state()),
+                   trained_logits=impl.logits(images[0]))
     out.update({f"w:{k}": v for k, v in initial.items()})
     if config.get("native") and train.adam_form != "optax":
         native = cls(name, spec, dataclasses.replace(train, adam_form="optax"), config["seed"], device=config["device"])
         native.set_weights(initial)
-        out["native_losses"] = _trajectory(native, images, labels)
+        out["native_losses"] = _trajectory(native, images, labels, [])[0]
     np.savez(out_path, **out)
 
 
@@ -118,6 +136,13 @@ def _max_rel(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(a - ref) / np.maximum(np.abs(ref), 1e-12)))
 
 
+def _max_rel_state(out: dict, ref: dict) -> float:
+    """The largest difference of any state value at any step, relative to the largest magnitude that
+    state array reaches in the reference (running means start at 0: an element-wise ratio would not do)."""
+    keys = [k for k in ref if k.startswith("s:")]
+    return max(float(np.max(np.abs(out[k] - ref[k])) / max(float(np.max(np.abs(ref[k]))), 1e-12)) for k in keys)
+
+
 def run_parity(
     spec: ModelSpec,
     steps: int = 10,
@@ -126,6 +151,7 @@ def run_parity(
     impls=NAMES,
     train: TrainConfig | None = None,
     device: str = "cpu",
+    workload: str = workloads.ORIGIN,
 ) -> dict:
     """Compare every implementation against flax in float32; returns the --json object. With `train` at
     another precision (bf16), every implementation, flax included, runs at that precision: its logits
@@ -143,6 +169,8 @@ def run_parity(
     images, labels = make_batches(spec, steps, batch_size, seed)
     config = {"spec": spec.to_dict(), "train": reference_train.to_dict(), "seed": seed, "device": device,
               "native": train == reference_train}  # the native-Adam drift: among float32 runs only
+    if workload != workloads.ORIGIN:  # the origin's config names no workload, as before workloads existed
+        config["workload"] = workload
     with tempfile.TemporaryDirectory(prefix="xfbench-parity-") as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "in_ref.npz", images=images, labels=labels)
@@ -170,6 +198,11 @@ def run_parity(
         "impls": {},
         "not_run": not_run,
     }
+    stateful = "state_count" in ref
+    if workload != workloads.ORIGIN:
+        result["workload"] = workload
+    if stateful:
+        result.update(expected_state=spec.num_state, state_bound=STATE_BOUND, trained_logit_bound=TRAINED_LOGIT_BOUND)
     for name in impls:
         o = outs[name]
         row = {
@@ -181,6 +214,9 @@ def run_parity(
         }
         if lowered is not None:
             row["float32_max_rel_loss_diff"] = _max_rel(o["losses"], ref["losses"])
+        if stateful:
+            row.update(state=int(o["state_count"]), max_rel_state_diff=_max_rel_state(o, trajectory),
+                       max_abs_trained_logit_diff=float(np.max(np.abs(o["trained_logits"] - trajectory["trained_logits"]))))
         result["impls"][name] = row
     if "native_losses" in ref:
         native = ref["native_losses"]
@@ -209,19 +245,33 @@ def violations(result: dict) -> list[str]:
             out.append(f"{name}: max |logit diff| {row['max_abs_logit_diff']:.3g} > {limit['max_abs_logit_diff']:g}")
         if not row["max_rel_loss_diff"] <= limit["max_rel_loss_diff"]:
             out.append(f"{name}: max relative loss diff {row['max_rel_loss_diff']:.3g} > {limit['max_rel_loss_diff']:g}")
+        if "state" in row:
+            if row["state"] != result["expected_state"]:
+                out.append(f"{name}: {row['state']:,} state values, expected {result['expected_state']:,}")
+            if not row["max_rel_state_diff"] <= result["state_bound"]:
+                out.append(f"{name}: running statistics differ by {row['max_rel_state_diff']:.3g} relative "
+                           f"> {result['state_bound']:g}")
+            if not row["max_abs_trained_logit_diff"] <= result["trained_logit_bound"]:
+                out.append(f"{name}: eval logits after training differ by {row['max_abs_trained_logit_diff']:.3g} "
+                           f"> {result['trained_logit_bound']:g}")
     return out
 
 
 def format_table(result: dict) -> str:
     s = result["spec"]
+    shape = f"pool stride {s['pool_stride']}" if "pool_stride" in s else f"workload {result.get('workload')}"
+    stateful = "expected_state" in result
     lines = [
-        f"parity: {s['image_size']}x{s['image_size']}, pool stride {s['pool_stride']}, "
+        f"parity: {s['image_size']}x{s['image_size']}, {shape}, "
         f"{result['steps']} Adam steps, batch {result['batch_size']}, reference {REFERENCE}",
-        f"{'impl':<10} {'params':>12} {'max|dlogit|':>12} {'max rel dloss':>14}  device",
+        f"{'impl':<10} {'params':>12} {'max|dlogit|':>12} {'max rel dloss':>14}"
+        + (f" {'state':>6} {'max rel dstate':>14} {'trained|dlogit|':>15}" if stateful else "") + "  device",
     ]
     for name, row in result["impls"].items():
         lines.append(f"{name:<10} {row['params']:>12,} {row['max_abs_logit_diff']:>12.2e} "
-                     f"{row['max_rel_loss_diff']:>14.2e}  {row['device']}")
+                     f"{row['max_rel_loss_diff']:>14.2e}"
+                     + (f" {row['state']:>6,} {row['max_rel_state_diff']:>14.2e} {row['max_abs_trained_logit_diff']:>15.2e}"
+                        if stateful else "") + f"  {row['device']}")
     ref = result["impls"].get(REFERENCE, {})
     if "native_adam_max_rel_loss_diff" in ref:
         lines.append(f"{REFERENCE} with optax's native Adam drifts from the matched runs by "
@@ -233,7 +283,10 @@ def format_table(result: dict) -> str:
     for name, why in result.get("not_run", {}).items():
         lines.append(f"{name}: not run, {why}")
     lines.append(f"bounds: logits {limit['max_abs_logit_diff']:g}, losses {limit['max_rel_loss_diff']:g} relative"
-                 f"{against}; expected params {result['expected_params']:,}")
+                 + (f", running statistics {result['state_bound']:g} relative, logits after training "
+                    f"{result['trained_logit_bound']:g}" if stateful else "")
+                 + f"{against}; expected params {result['expected_params']:,}"
+                 + (f", state {result['expected_state']:,}" if stateful else ""))
     return "\n".join(lines)
 
 
@@ -253,7 +306,10 @@ def _impls(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=image_size_arg, default=ModelSpec().image_size, metavar="N",
                         help=f"square input side, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default {ModelSpec().image_size})")
-    parser.add_argument("--pool-stride", type=int, choices=(1, 2), default=ModelSpec().pool_stride)
+    parser.add_argument("--pool-stride", type=int, choices=(1, 2), default=ModelSpec().pool_stride,
+                        help="the origin's pool stride (other workloads have none)")
+    parser.add_argument("--workload", choices=tuple(workloads.all_workloads()), default=workloads.ORIGIN,
+                        help=f"the model compared (default {workloads.ORIGIN})")
     parser.add_argument("--steps", type=bounded(int, 1, 10_000), default=10, help="Adam steps compared (default 10)")
     parser.add_argument("--batch-size", type=bounded(int, 1, 65_536), default=16, help="default 16")
     parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the weights and batches (default 0)")
@@ -265,10 +321,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = ModelSpec(image_size=args.image_size, pool_stride=args.pool_stride)
+    w = workloads.get(args.workload)
     try:
-        result = run_parity(spec, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                            impls=args.impls, device=args.device, train=TrainConfig(precision=args.precision))
+        if args.precision not in w.precisions:
+            raise ValueError(f"the {w.name} workload runs in {', '.join(w.precisions)} only, not {args.precision}")
+        result = run_parity(w.make_spec(args.image_size, args.pool_stride), steps=args.steps,
+                            batch_size=args.batch_size, seed=args.seed, workload=w.name,
+                            impls=[n for n in args.impls if n in w.impls], device=args.device,
+                            train=TrainConfig(precision=args.precision))
     except (ValueError, ParityError) as e:
         print(f"xfbench parity: {e}", file=sys.stderr)
         return 2

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import machine, registry
-from benchmarks.harness import ROOT, DataChoice, Session, code_fingerprint, data_choice
+from benchmarks import machine, record, registry, workloads
+from benchmarks.harness import Session
+from benchmarks.inputs import ROOT, DataChoice, code_fingerprint, data_choice
 from benchmarks.profiles import Cell, Profile, aa_series, cells, profile, step_order, step_precisions
 from benchmarks.spec import PRECISIONS, ModelSpec
 from benchmarks.store import RunFolder, git_commit, now_iso
@@ -43,11 +44,14 @@ def pytest_addoption(parser):
                 help="A/A control: a second, identical copy of IMPL's step cells (the harness's noise floor); "
                      "default: the profile's (default profile: flax); none: no control")
     g.addoption("--xf-tuned", default=None, metavar="IMPL",
-                help="add a copy of IMPL's step cells run with the tuned settings (harness.TUNED_ENV; JAX "
+                help="add a copy of IMPL's step cells run with the tuned settings (inputs.TUNED_ENV; JAX "
                      "implementations only), ranked with no one: the frameworks' defaults stay the headline")
     g.addoption("--xf-order-seed", default=None, help="seed of the step cells' random order (default: random)")
     g.addoption("--xf-precision", default=None, metavar="float32,bf16",
                 help="the step cells' precisions (default: the profile's; float32 except in the gpu profile)")
+    g.addoption("--xf-workloads", default=None, metavar="NAMES",
+                help="the workloads to measure, comma-separated, or all (default: the profile's; origin except "
+                     "in the full profile): " + ", ".join(workloads.all_workloads()))
     g.addoption("--xf-deadline", default=None, metavar="SECONDS",
                 help="start no cell that would not finish this many seconds after the session started; "
                      "what is left out is listed, and the next run of the same plan resumes the run")
@@ -89,6 +93,11 @@ def _profile(config):
     if config.getoption("xf_precision") is not None:
         changes.update(precisions=tuple(_option_list(config, "xf_precision", PRECISIONS)))
         tiers = tuple(dataclasses.replace(t, precisions=None) for t in tiers)
+    if config.getoption("xf_workloads") is not None:
+        try:
+            changes.update(workloads=workloads.parse(config.getoption("xf_workloads")))
+        except ValueError as e:
+            raise pytest.UsageError(f"--xf-workloads: {e}") from None
     augment = config.getoption("xf_augment")
     if augment is not None:
         changes.update(augment={"off": (False,), "on": (True,), "both": (False, True)}[augment])
@@ -165,15 +174,19 @@ def _resolved(config) -> XfState:
 
 
 def pytest_generate_tests(metafunc):
-    if "parity_precision" in metafunc.fixturenames:  # float32, then every other precision a step cell runs at
-        found = step_precisions(metafunc.config.stash[STATE].profile)
-        metafunc.parametrize("parity_precision", [x for x in PRECISIONS if x == "float32" or x in found])
+    if "parity_case" in metafunc.fixturenames:  # per workload: float32, then every other precision a step cell runs at
+        p = metafunc.config.stash[STATE].profile
+        found = step_precisions(p)
+        cases = [(w, x) for w in p.workloads for x in PRECISIONS
+                 if (x == "float32" or x in found) and x in workloads.get(w).precisions]
+        metafunc.parametrize("parity_case", cases,
+                             ids=[x if w == workloads.ORIGIN else f"{w}-{x}" for w, x in cases])
     kinds = {"step_cell": "step", "accuracy_cell": "accuracy"}
     for fixture, kind in kinds.items():
         if fixture in metafunc.fixturenames:
             state = _resolved(metafunc.config)
-            matrix = [c for c in cells(state.profile, state.impls, state.devices, state.aa, state.tuned)
-                      if c.kind == kind]
+            matrix = [c for c in cells(state.profile, state.impls, state.devices, state.aa, state.tuned,
+                                       state.profile.workloads) if c.kind == kind]
             metafunc.parametrize(fixture, matrix, ids=[c.id for c in matrix])
 
 
@@ -291,7 +304,7 @@ def _machine_info(config) -> dict:
         info["impl_order"] = list(session.impls)  # the registry's order, for the report
         info["order_seed"], info["replicates"], info["aa"] = state.order_seed, session.profile.replicates, state.aa
         info["tuned"] = state.tuned
-        info["stats_unit"] = "step"  # step cells' stats are per training step (earlier runs: per call)
+        info["stats_unit"] = record.STATS_UNIT  # step cells' stats are per training step (earlier runs: per call)
         info["matmul_rates"] = session.matmul_rates
     return info
 

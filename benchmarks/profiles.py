@@ -6,8 +6,8 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from benchmarks import registry
-from benchmarks.spec import ModelSpec, TrainConfig
+from benchmarks import record, registry, workloads
+from benchmarks.spec import ORIGIN_POOL_STRIDE, ModelSpec, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Profile:
     # the step cells in priority order; empty: one tier of image_sizes x pool_strides x batch_sizes
     step_tiers: tuple[StepTier, ...] = ()
     precisions: tuple[str, ...] = ("float32",)  # of the step cells (TrainConfig.precision)
+    workloads: tuple[str, ...] = (workloads.ORIGIN,)  # the models it measures (`--xf-workloads` overrides)
     # seconds without an answer before a worker counts as hung
     cell_timeout_s: float = 900.0
     # a timed call lasts at least this long, so the harness overhead stays < 2%
@@ -141,6 +142,7 @@ PROFILES = {
             augment=(False, True),
             seeds=(0, 1, 2, 3, 4),
             epochs=10,
+            workloads=tuple(workloads.BUILT_IN),
         ),
     )
 }
@@ -175,11 +177,12 @@ class Cell:
     aa_copy: bool = False  # the A/A control: a second, identical copy of `impl`
     tuned: bool = False  # a copy of `impl` run with the harness's TUNED_ENV (opt-in; the defaults stay the headline)
     tier: int = 0  # the profile's step tier (accuracy cells: after every tier)
+    workload: str = workloads.ORIGIN  # the model: `spec` is that workload's spec
 
     @property
     def series(self) -> str:
         """The name this cell's figures are compared under (the A/A and tuned copies are series of their own)."""
-        return f"{self.impl}~aa" if self.aa_copy else f"{self.impl}~tuned" if self.tuned else self.impl
+        return record.series_id(self.impl, self.aa_copy, self.tuned)
 
     @property
     def is_copy(self) -> bool:
@@ -196,36 +199,38 @@ class Cell:
 
     @property
     def id(self) -> str:
-        base = f"{self.series}-{self.device}-s{self.spec.image_size}-p{self.spec.pool_stride}-b{self.train.batch_size}"
-        if self.train.precision != "float32":  # float32 ids are as they were before precisions existed
-            base += f"-{self.train.precision}"
-        if self.kind == "step":  # replicate 0 keeps the name it had before replicates existed
-            return f"step-{base}" + (f"-r{self.replicate}" if self.replicate else "")
-        return f"acc-{base}-{self.protocol}-{'aug' if self.augment else 'noaug'}"
+        return record.cell_id(self.kind, self.series, self.device, self.spec.image_size, self.spec.variant,
+                              self.train.batch_size, self.train.precision, self.replicate, self.protocol, self.augment,
+                              self.workload)
 
 
 def cells(p: Profile, impls=registry.NAMES, devices=("cpu",), aa: str | None = None,
-          tuned: str | None = None) -> list[Cell]:
-    """The matrix; `aa` adds an identical copy of that implementation's step cells (the A/A control),
-    `tuned` a copy run with the tuned settings."""
+          tuned: str | None = None, workload_names=(workloads.ORIGIN,)) -> list[Cell]:
+    """The matrix of every workload asked for, each with the implementations it has and the precisions
+    they compute in; `aa` adds an identical copy of that implementation's step cells of the origin (the
+    A/A control: the harness's noise floor), `tuned` a copy run with the tuned settings."""
     out = []
-    series = ([(impl, {}) for impl in impls] + ([(aa, {"aa_copy": True})] if aa else [])
-              + ([(tuned, {"tuned": True})] if tuned else []))
-    for device in devices:
-        for tier, t in enumerate(tiers(p)):
-            for size, stride, bs, precision in itertools.product(t.image_sizes, t.pool_strides, t.batch_sizes,
-                                                                  t.precisions or p.precisions):
-                for r in range(t.replicates or p.replicates):
-                    for impl, copy in series:
-                        out.append(Cell("step", impl, device, ModelSpec(size, pool_stride=stride),
-                                        TrainConfig(batch_size=bs, precision=precision), replicate=r, tier=tier,
-                                        **copy))
-        spec = ModelSpec(p.accuracy_image_size)
-        train = TrainConfig(batch_size=p.accuracy_batch_size, epochs=p.epochs)
-        for impl in impls:
-            for protocol in p.protocols:
-                for augment in p.augment:
-                    out.append(Cell("accuracy", impl, device, spec, train, protocol, augment))
+    for name in workload_names:
+        w = workloads.get(name)
+        mine = [i for i in impls if i in w.impls]
+        copies = [(aa, {"aa_copy": True})] if aa in mine and w.is_origin else []
+        copies += [(tuned, {"tuned": True})] if tuned in mine and w.is_origin else []
+        series = [(impl, {}) for impl in mine] + copies
+        for device in devices:
+            for tier, t in enumerate(tiers(p)):
+                precisions = [x for x in (t.precisions or p.precisions) if x in w.precisions]
+                for spec, bs, precision in itertools.product(w.step_specs(t.image_sizes, t.pool_strides),
+                                                             t.batch_sizes, precisions):
+                    for r in range(t.replicates or p.replicates):
+                        for impl, copy in series:
+                            out.append(Cell("step", impl, device, spec, TrainConfig(batch_size=bs, precision=precision),
+                                            replicate=r, tier=tier, workload=name, **copy))
+            spec = w.make_spec(p.accuracy_image_size, ORIGIN_POOL_STRIDE)
+            train = TrainConfig(batch_size=p.accuracy_batch_size, epochs=p.epochs)
+            for impl in mine:
+                for protocol in p.protocols:
+                    for augment in p.augment:
+                        out.append(Cell("accuracy", impl, device, spec, train, protocol, augment, workload=name))
     return out
 
 
@@ -252,7 +257,7 @@ def step_order(step_cells: list[Cell], seed: int) -> list[Cell]:
     start = {s: rng.randrange(1 << 16) for s in sorted({k[1] for k in keys})}
     out = []
     for key in keys:
-        group = sorted(workers[key], key=lambda c: (c.spec.image_size, c.spec.pool_stride, c.train.batch_size,
+        group = sorted(workers[key], key=lambda c: (c.workload, c.spec.image_size, c.spec.variant, c.train.batch_size,
                                                     c.train.precision))
         turn = (start[key[1]] + key[3]) % len(group)
         out.extend(group[turn:] + group[:turn])

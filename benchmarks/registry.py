@@ -1,8 +1,10 @@
 """Names -> implementations: the one list the rest of xfbench derives from.
 
-Adding an implementation is one module plus one `Entry` line here (see the
-README's "Adding an implementation"). The harness, parity, the gate, the
-code fingerprint and the version list all read this table.
+An entry is a framework's implementation slot: its name, runtime and packages. Which class fills
+it for each model is the workload's (`benchmarks.workloads`). Adding an implementation is one
+module plus one `Entry` line here and a line in each workload it implements (see the README's
+"Adding an implementation"). The harness, parity, the gate, the code fingerprint and the version
+list all read this table.
 
 Each entry is loaded lazily: Keras fixes its backend at import, so a process
 may import only the entries of one backend (the harness uses one process per
@@ -12,10 +14,14 @@ cell). `load(name)` sets KERAS_BACKEND before importing.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
+import warnings
 from dataclasses import dataclass
+
+from benchmarks import workloads
 
 # the implementation whose initial weights every other one starts from (paired mode, parity)
 REFERENCE = "flax"
@@ -24,19 +30,19 @@ REFERENCE = "flax"
 @dataclass(frozen=True)
 class Entry:
     name: str
-    target: str  # "module:Class", a subclass of benchmarks.contract.Implementation
     backend: str  # "jax" or "tensorflow": the runtime (benchmarks.runtimes) it runs on
     packages: tuple[str, ...]  # distributions whose versions go beside its figures
     keras_backend: str | None = None  # set for Keras entries: KERAS_BACKEND to export
 
-    @property
-    def module(self) -> str:
-        return self.target.split(":")[0]
+    def targets(self) -> dict[str, str]:
+        """Workload -> the "module:Class" implementing it (a subclass of benchmarks.contract.Implementation)."""
+        return {w.name: w.impls[self.name] for w in workloads.all_workloads().values() if self.name in w.impls}
 
     @property
-    def package(self) -> str:
-        """The top-level folder holding its code (part of the code fingerprint)."""
-        return self.module.split(".")[0]
+    def code_packages(self) -> set[str]:
+        """The repository's top-level folders holding its code, over the built-in workloads (part of the
+        code fingerprint; an installed package's code enters it through its workload)."""
+        return {w.impls[self.name].split(".")[0] for w in workloads.BUILT_IN.values() if self.name in w.impls}
 
 
 def _entries(*entries: Entry) -> dict[str, Entry]:
@@ -52,12 +58,33 @@ FLAX = ("jax", "jaxlib", "flax", "optax")
 KERAS_JAX = ("keras", "jax", "jaxlib")
 KERAS_TF = ("keras", "tensorflow")
 
+IMPLEMENTATION_GROUP = "xfbench.implementations"
+
+
+def _installed() -> list[Entry]:
+    """The framework slots installed packages register (each entry point names an `Entry`)."""
+    out = []
+    for ep in importlib.metadata.entry_points(group=IMPLEMENTATION_GROUP):
+        try:
+            e = ep.load()
+        except Exception as exc:  # noqa: BLE001 -- a broken package must not take xfbench down; say which
+            warnings.warn(f"xfbench: the {IMPLEMENTATION_GROUP} entry point {ep.name} = {ep.value} cannot be "
+                          f"loaded ({type(exc).__name__}: {exc}); it is left out")
+            continue
+        if isinstance(e, Entry):
+            out.append(e)
+        else:
+            warnings.warn(f"xfbench: the {IMPLEMENTATION_GROUP} entry point {ep.name} = {ep.value} is not a "
+                          f"benchmarks.registry.Entry; it is left out")
+    return out
+
+
 REGISTRY = _entries(
-    Entry("flax", "impl_flax.impl:FlaxImpl", backend="jax", packages=FLAX),
-    Entry("keras-jax", "impl_keras.impl:KerasImpl", backend="jax", packages=KERAS_JAX, keras_backend="jax"),
-    Entry("keras-tf", "impl_keras.impl:KerasImpl", backend="tensorflow", packages=KERAS_TF,
-          keras_backend="tensorflow"),
-    Entry("flax-nnx", "impl_flax.nnx:FlaxNNXImpl", backend="jax", packages=FLAX),
+    Entry("flax", backend="jax", packages=FLAX),
+    Entry("keras-jax", backend="jax", packages=KERAS_JAX, keras_backend="jax"),
+    Entry("keras-tf", backend="tensorflow", packages=KERAS_TF, keras_backend="tensorflow"),
+    Entry("flax-nnx", backend="jax", packages=FLAX),
+    *_installed(),
 )
 
 NAMES = tuple(REGISTRY)
@@ -74,7 +101,7 @@ def entry(name: str) -> Entry:
 
 def code_packages() -> list[str]:
     """Top-level folders of every registered implementation's code."""
-    return sorted({e.package for e in REGISTRY.values()})
+    return sorted(set().union(*(e.code_packages for e in REGISTRY.values())))
 
 
 def packages() -> list[str]:
@@ -88,9 +115,12 @@ def missing(name: str) -> list[str]:
     return [p for p in entry(name).packages if importlib.util.find_spec(p) is None]
 
 
-def load(name: str):
-    """Import and return the implementation class (sets KERAS_BACKEND first)."""
+def load(name: str, workload: str = workloads.ORIGIN):
+    """Import and return the class implementing `workload` for `name` (sets KERAS_BACKEND first)."""
     e = entry(name)
+    w = workloads.get(workload)
+    if name not in w.impls:
+        raise ValueError(f"the {workload} workload has no {name} implementation; it has: {', '.join(w.impls)}")
     if e.keras_backend:
         current = os.environ.get("KERAS_BACKEND")
         if "keras" in sys.modules and current not in (None, e.keras_backend):
@@ -99,11 +129,11 @@ def load(name: str):
                 f"imported with {current}; run it in its own process"
             )
         os.environ["KERAS_BACKEND"] = e.keras_backend
-    module, cls = e.target.split(":")
+    module, cls = w.impls[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-def reference_weights(spec, seed: int) -> dict:
+def reference_weights(spec, seed: int, workload: str = workloads.ORIGIN) -> dict:
     """The reference implementation's initial weights for (spec, seed), made on the CPU.
 
     Call it in a process that may import the reference's framework (not a
@@ -111,4 +141,4 @@ def reference_weights(spec, seed: int) -> dict:
     """
     from benchmarks.spec import TrainConfig
 
-    return load(REFERENCE)(REFERENCE, spec, TrainConfig(), seed, device="cpu").get_weights()
+    return load(REFERENCE, workload)(REFERENCE, spec, TrainConfig(), seed, device="cpu").get_weights()

@@ -17,6 +17,7 @@ import math
 
 import pytest
 
+from benchmarks import record
 from benchmarks.harness import (
     FASTEST_MARGIN, MAX_OVERHEAD, accuracy_figures, per_step, replay_rounds, step_figures, warm_up,
 )
@@ -33,8 +34,8 @@ def _benchmarks_enabled(benchmark):
 
 def test_step(benchmark, xf, step_cell: Cell):
     cell, p = step_cell, xf.profile
-    benchmark.group = (f"step {cell.device} {cell.spec.image_size}px stride{cell.spec.pool_stride} "
-                       f"batch{cell.train.batch_size} {cell.train.precision}")
+    benchmark.group = (("" if cell.workload == "origin" else f"{cell.workload} ") + f"step {cell.device} "
+                       f"{cell.spec.image_size}px {cell.spec.variant} batch{cell.train.batch_size} {cell.train.precision}")
     info = xf.base_info(cell)
     info["cell_key"] = key = xf.cell_key(cell)
     if key in xf.resumable:
@@ -123,33 +124,38 @@ def test_accuracy(benchmark, xf, accuracy_cell: Cell):
     xf.record(cell, info, stats=benchmark.stats.stats.as_dict())
 
 
-def test_parity(benchmark, xf, parity_precision: str):
-    """Identity of the implementations for the profile's accuracy spec, kept beside the timings: float32,
-    and each other precision the step cells run at against the float32 reference."""
+def test_parity(benchmark, xf, parity_case: tuple[str, str]):
+    """Identity of the implementations of each workload for the profile's accuracy spec, kept beside the
+    timings: float32, and each other precision the step cells run at against the float32 reference."""
+    from benchmarks import workloads
     from benchmarks.parity import run_parity
-    from benchmarks.spec import ModelSpec, TrainConfig
+    from benchmarks.spec import ORIGIN_POOL_STRIDE, TrainConfig
 
+    workload, precision = parity_case
+    w = workloads.get(workload)
     xf.close_worker()  # parity starts workers of its own
     if xf.past_deadline(PARITY_S):
-        pytest.skip(f"parity ({parity_precision}) left out by --xf-deadline: about {PARITY_S:.0f} s needed")
-    spec = ModelSpec(min(xf.profile.accuracy_image_size, 64))
-    train = TrainConfig(precision=parity_precision)
-    cell_id = f"parity-s{spec.image_size}-p{spec.pool_stride}" + ("" if parity_precision == "float32"
-                                                                  else f"-{parity_precision}")
+        pytest.skip(f"parity ({workload}, {precision}) left out by --xf-deadline: about {PARITY_S:.0f} s needed")
+    spec = w.make_spec(min(xf.profile.accuracy_image_size, 64), ORIGIN_POOL_STRIDE)
+    train = TrainConfig(precision=precision)
+    impls = [i for i in xf.impls if i in w.impls]
+    cell_id = record.parity_id(spec.image_size, spec.variant, precision, workload)
     benchmark.group = "parity"
-    key = xf.key(kind="parity", spec=spec.to_dict(), impls=xf.impls, train=train.to_dict())
+    key = xf.key(kind="parity", spec=spec.to_dict(), impls=impls, train=train.to_dict(),
+                 **({} if w.is_origin else {"workload": workload}))
     result = xf.cached_figures(key)
     if result is None:
-        result = benchmark.pedantic(run_parity, args=(spec,), kwargs={"impls": tuple(xf.impls), "train": train},
+        result = benchmark.pedantic(run_parity, args=(spec,), kwargs={"impls": tuple(impls), "train": train,
+                                                                       "workload": workload},
                                     rounds=1, iterations=1)
         xf.store_figures(key, result)
     else:
         benchmark.group = "parity (from cache: timing is the cache lookup)"
         benchmark.pedantic(xf.cached_figures, args=(key,), rounds=1, iterations=1)
         xf.say(f"{cell_id}: unchanged since a previous run, reusing its parity figures")
-    info = {"kind": "parity", "status": "ok", "reason": None, "parity": result}
+    info = {"kind": "parity", "status": "ok", "reason": None, "parity": result,
+            **({} if w.is_origin else {"workload": workload})}
     benchmark.extra_info.update(info)
-    xf.run.write_cell(
-        {"id": cell_id, "name": f"test_parity[{parity_precision}]", "kind": "parity", "status": "ok", "reason": None,
-         "stats": benchmark.stats.stats.as_dict(), "extra_info": info}
-    )
+    xf.run.write_cell(record.run_file(cell_id, "parity", "ok", None, benchmark.stats.stats.as_dict(), info,
+                                      name=record.test_name("parity", precision if w.is_origin
+                                                            else f"{workload}-{precision}")))

@@ -21,12 +21,12 @@ import numpy as np
 from benchmarks.store import write_atomic
 
 
-def reference_weights_file(spec, seed: int, cache_dir: Path, code_key: str) -> Path:
-    """The cached file of the reference's weights; made on first use."""
-    key = hashlib.sha256(json.dumps([spec.to_dict(), seed, code_key], sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"reference-s{spec.image_size}-p{spec.pool_stride}-seed{seed}-{key}.npz"
+def reference_weights_file(workload: str, spec, seed: int, cache_dir: Path, code_key: str) -> Path:
+    """The cached file of the reference's weights for `workload`'s `spec`; made on first use."""
+    key = hashlib.sha256(json.dumps([workload, spec.to_dict(), seed, code_key], sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"reference-{workload}-s{spec.image_size}-{spec.variant}-seed{seed}-{key}.npz"
     if not path.exists():
-        cmd = [sys.executable, "-m", "benchmarks.weights", "--spec", json.dumps(spec.to_dict()),
+        cmd = [sys.executable, "-m", "benchmarks.weights", "--workload", workload, "--spec", json.dumps(spec.to_dict()),
                "--seed", str(seed), "--out", str(path)]
         env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -36,15 +36,15 @@ def reference_weights_file(spec, seed: int, cache_dir: Path, code_key: str) -> P
 
 
 def main(argv: list[str]) -> int:
-    from benchmarks import registry
-    from benchmarks.spec import ModelSpec
+    from benchmarks import registry, workloads
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.weights")
+    p.add_argument("--workload", default=workloads.ORIGIN)
     p.add_argument("--spec", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    weights = registry.reference_weights(ModelSpec.from_dict(json.loads(a.spec)), a.seed)
+    weights = registry.reference_weights(workloads.get(a.workload).spec(json.loads(a.spec)), a.seed, a.workload)
     buf = io.BytesIO()
     np.savez(buf, **weights)
     write_atomic(Path(a.out), buf.getvalue())

@@ -23,6 +23,10 @@ import os
 import resource
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks.runtimes import Runtime
 
 PROTOCOL = 3
 FRAMEWORK_BYTES = 1 << 30  # what an imported framework and its runtime take besides the model
@@ -49,12 +53,13 @@ class _Cell:
 
     def hello(self) -> dict:
         """What this tree speaks: the parent skips or trims what it does not understand."""
-        from benchmarks import registry
+        from benchmarks import registry, workloads
         from benchmarks.spec import ModelSpec, TrainConfig
 
         return {
             "protocol": PROTOCOL,
             "impls": list(registry.NAMES),
+            "workloads": list(workloads.all_workloads()),
             "spec_fields": [f.name for f in dataclasses.fields(ModelSpec)],
             "train_fields": [f.name for f in dataclasses.fields(TrainConfig)],
         }
@@ -78,8 +83,8 @@ class _Cell:
         return out
 
     def setup(self, cell: dict) -> dict:
-        from benchmarks import registry, runtimes
-        from benchmarks.spec import ModelSpec, TrainConfig
+        from benchmarks import registry, runtimes, workloads
+        from benchmarks.spec import TrainConfig
         from shared_data import epoch_batches, load_dataset
 
         self.cell = cell
@@ -88,16 +93,17 @@ class _Cell:
         gc.collect()
         self.setups += 1
         entry = registry.entry(cell["impl"])
+        workload = workloads.get(cell.get("workload", workloads.ORIGIN))  # the origin's payload names none
         try:
-            self.cls = registry.load(cell["impl"])
-            self.runtime = runtimes.for_backend(entry.backend)
+            self.cls = registry.load(cell["impl"], workload.name)
+            self.runtime: Runtime = runtimes.for_backend(entry.backend)
         except ImportError as e:
             raise _Skip(f"{cell['impl']} cannot run on this machine: {e} (its framework is not installed)")
         if getattr(self, "events", None) is None:  # once per process, whatever setup follows
             self.runtime.start_up(cell["device"])  # before the listener: none of it is the step's compile
             self.events = self.runtime.CompileEvents()
             self.events.listen()
-        self.spec = ModelSpec.from_dict(cell["spec"])
+        self.spec = workload.spec(cell["spec"])
         self.train_cfg = TrainConfig.from_dict(cell["train"])
         check_memory(self.spec, self.train_cfg.batch_size, cell["device"], self.runtime)
         self.data = load_dataset(log=lambda m: print(m, file=sys.stderr), **cell["data"])
@@ -314,7 +320,7 @@ def current_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def check_memory(spec, batch_size: int, device: str, runtime) -> None:
+def check_memory(spec, batch_size: int, device: str, runtime: Runtime) -> None:
     """Fail the cell, before allocating anything, when the step cannot fit on the device."""
     need = spec.train_memory_bytes(batch_size)
     if device == "cpu":

@@ -55,6 +55,7 @@ class Protocol:
     impls: tuple[str, ...]
     spec_fields: tuple[str, ...]
     train_fields: tuple[str, ...]
+    workloads: tuple[str, ...] = ("origin",)  # trees from before workloads ran the origin alone
 
     def fit(self, payload: dict) -> dict:
         """The payload cut to the spec and train fields this tree knows. A field it lacks may
@@ -62,6 +63,10 @@ class Protocol:
         from benchmarks.spec import ModelSpec, TrainConfig
 
         out = dict(payload)
+        if payload.get("workload", "origin") not in self.workloads:
+            raise CellSkipped(f"the worker tree has no {payload['workload']} workload")
+        if "workload" in payload:  # another workload's spec is its own: not the origin's fields
+            return out
         for key, known, default in (("spec", self.spec_fields, ModelSpec().to_dict()),
                                     ("train", self.train_fields, TrainConfig().to_dict())):
             extra = {k: v for k, v in payload[key].items() if k not in known}
@@ -182,7 +187,8 @@ class Worker:
             if out.returncode != 0:
                 raise WorkerError(f"cannot read what the tree at {self.root} speaks: {out.stderr[-2000:]}") from None
             said = json.loads(out.stdout.strip().splitlines()[-1])
-        return Protocol(said["protocol"], tuple(said["impls"]), tuple(said["spec_fields"]), tuple(said["train_fields"]))
+        return Protocol(said["protocol"], tuple(said["impls"]), tuple(said["spec_fields"]), tuple(said["train_fields"]),
+                        tuple(said.get("workloads", ("origin",))))
 
 
 def describe_exit(code: int) -> str:

@@ -9,20 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from benchmarks.contract import Implementation
-from benchmarks.runtimes import jax_runtime
 from benchmarks.spec import ModelSpec, TrainConfig
 from impl_flax import train as T
+from impl_flax.adapter import JaxImplementation
 
 
-class FlaxImpl(Implementation):
-    backend = "jax"
+class FlaxImpl(JaxImplementation):
     timed_region = ("one jitted train step (forward, backward, Adam update; the loss out, no accuracy) on a batch "
                     "already on the device; the donated state is replaced by the new one, nothing else per step")
 
     def __init__(self, name: str, spec: ModelSpec, train: TrainConfig, seed: int, device: str = "cpu"):
         super().__init__(name, spec, train, seed, device)
-        self.device = jax_runtime.device(device)
         with jax.default_device(self.device):
             params = T.init_params(spec, seed)
         self._set_params(params)
@@ -44,24 +41,16 @@ class FlaxImpl(Implementation):
         params = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in weights.items()}, sep="/")
         self._set_params(params)  # fresh optimizer state
 
-    # -- devices ----------------------------------------------------------------
-    def device_name(self) -> str:
-        return jax_runtime.device_name(self.device)
-
-    def to_device(self, batch: dict) -> dict:
-        return jax_runtime.put_batch(batch, self.device)
-
     # -- steps ------------------------------------------------------------------
     def train_step(self, device_batch: dict) -> jax.Array:
         self.state, metrics = T.train_step(self.state, device_batch)
         return metrics["loss"]
 
-    def sync(self, value: Any) -> float:
-        return jax_runtime.to_float(value)
+    def _logits_on_device(self, images: jax.Array) -> jax.Array:
+        return T.predict_step(self.state, images)
 
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        x = jax.device_put(np.asarray(images, np.uint8), self.device)
-        return np.asarray(T.predict_step(self.state, x))
+    def _lower_step(self, device_batch: dict) -> jax.stages.Lowered:
+        return T.train_step.lower(self.state, device_batch)
 
     def phases(self, device_batch: dict) -> dict:
         forward, forward_backward, update = T.phase_functions()
@@ -69,12 +58,3 @@ class FlaxImpl(Implementation):
         return {"forward": lambda: forward(self.state, device_batch),
                 "forward_backward": lambda: forward_backward(self.state, device_batch),
                 "update": lambda: update(self.state, grads)}
-
-    def flops_per_step(self, device_batch: dict) -> float | None:
-        return jax_runtime.cost_analysis_flops(T.train_step.lower(self.state, device_batch).compile())
-
-    def trace_count(self) -> int | None:
-        return None  # JAX compiles are counted through jax.monitoring
-
-    def forget_compiled(self) -> None:
-        jax_runtime.forget_compiled()

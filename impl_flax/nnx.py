@@ -35,19 +35,15 @@ state's memory.)
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 
-from benchmarks.contract import Implementation
-from benchmarks.runtimes import jax_runtime
 from benchmarks.spec import ModelSpec, TrainConfig
+from impl_flax.adapter import JaxImplementation
 from impl_flax.common import compute_dtype, cross_entropy, make_optimizer, scale_images
-
-LAYERS = ("conv1", "conv2", "dense1", "dense2")
 
 
 class CNN(nnx.Module):
@@ -94,21 +90,27 @@ def _predict_step(graphdef: nnx.GraphDef, state: dict, images_BHWC: jax.Array) -
     return model(scale_images(images_BHWC)).astype(jnp.float32)
 
 
-class FlaxNNXImpl(Implementation):
-    backend = "jax"
+class FlaxNNXImpl(JaxImplementation):
     timed_region = ("one jax.jit-ed train step (forward, backward, Adam update via nnx.Optimizer, the NNX graph "
                     "merged only at trace time; the loss out, no accuracy) on a batch already on the device; "
                     "the donated state is replaced by the new one, nothing else per step")
 
     def __init__(self, name: str, spec: ModelSpec, train: TrainConfig, seed: int, device: str = "cpu"):
         super().__init__(name, spec, train, seed, device)
-        self.device = jax_runtime.device(device)
         self._tx = make_optimizer(train)  # one object, so every reset gives the same GraphDef
         with jax.default_device(self.device):
-            model = CNN(spec, compute_dtype(train), rngs=nnx.Rngs(seed))
+            model = self._model(nnx.Rngs(seed))
         self._graphdef, self._state = self._split(model)
         self._step = jax.jit(functools.partial(_train_step, self._graphdef), donate_argnums=0)
-        self._predict = jax.jit(functools.partial(_predict_step, self._graphdef))
+        self._predict = jax.jit(functools.partial(_predict_step, self._predict_graphdef()))
+
+    def _model(self, rngs: nnx.Rngs) -> nnx.Module:
+        """The model of `self.spec`, in training mode (a subclass builds another workload's)."""
+        return CNN(self.spec, compute_dtype(self.train_cfg), rngs=rngs)
+
+    def _predict_graphdef(self) -> nnx.GraphDef:
+        """The graph predictions run: the step's, for a model without a training mode of its own."""
+        return self._graphdef
 
     def _split(self, model: CNN) -> tuple[nnx.GraphDef, dict]:
         """GraphDef and pure-dict state of {model, fresh optimizer}, placed on the device."""
@@ -118,43 +120,39 @@ class FlaxNNXImpl(Implementation):
         return graphdef, jax.device_put(nnx.to_pure_dict(state), self.device)
 
     # -- weights ----------------------------------------------------------------
+    def _count(self, kind: type[nnx.Variable]) -> int:
+        model = nnx.merge(self._graphdef, self._state)["model"]
+        return int(sum(np.size(x) for x in jax.tree.leaves(nnx.state(model, kind))))
+
     def num_params(self) -> int:
-        return int(sum(np.size(x) for x in jax.tree.leaves(self._state["model"])))
+        return self._count(nnx.Param)
+
+    def num_state(self) -> int:
+        return self._count(nnx.BatchStat)
 
     def _get_weights(self) -> dict[str, np.ndarray]:
-        params = jax.device_get(self._state["model"])
-        return {f"{layer}/{name}": params[layer][name] for layer in LAYERS for name in ("kernel", "bias")}
+        """The model's variables by attribute path: "conv1/kernel", "stage2/block1/bn1/mean", ..."""
+        return traverse_util.flatten_dict(jax.device_get(self._state["model"]), sep="/")
 
     def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        model = nnx.eval_shape(lambda: CNN(self.spec, compute_dtype(self.train_cfg), rngs=nnx.Rngs(0)))  # no init
-        params: dict = {}
-        for key, value in weights.items():
-            layer, name = key.split("/")
-            params.setdefault(layer, {})[name] = jax.device_put(value, self.device)
-        nnx.update(model, params)
+        model = nnx.eval_shape(lambda: self._model(nnx.Rngs(0)))  # no init
+        nnx.update(model, traverse_util.unflatten_dict(
+            {k: jax.device_put(v, self.device) for k, v in weights.items()}, sep="/"))
         graphdef, state = self._split(model)  # fresh optimizer state
         if graphdef != self._graphdef:
             raise RuntimeError("set_weights built a model whose graph differs from the compiled one")
         self._state = state
-
-    # -- devices ----------------------------------------------------------------
-    def device_name(self) -> str:
-        return jax_runtime.device_name(self.device)
-
-    def to_device(self, batch: dict) -> dict:
-        return jax_runtime.put_batch(batch, self.device)
 
     # -- steps ------------------------------------------------------------------
     def train_step(self, device_batch: dict) -> jax.Array:
         self._state, metrics = self._step(self._state, device_batch)
         return metrics["loss"]
 
-    def sync(self, value: Any) -> float:
-        return jax_runtime.to_float(value)
+    def _logits_on_device(self, images: jax.Array) -> jax.Array:
+        return self._predict(self._state, images)
 
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        x = jax.device_put(np.asarray(images, np.uint8), self.device)
-        return np.asarray(self._predict(self._state, x))
+    def _lower_step(self, device_batch: dict) -> jax.stages.Lowered:
+        return self._step.lower(self._state, device_batch)
 
     def phases(self, device_batch: dict) -> dict:
         graphdef = self._graphdef
@@ -176,12 +174,3 @@ class FlaxNNXImpl(Implementation):
         return {"forward": lambda: forward(self._state, device_batch),
                 "forward_backward": lambda: forward_backward(self._state, device_batch),
                 "update": lambda: update(self._state, grads)}
-
-    def flops_per_step(self, device_batch: dict) -> float | None:
-        return jax_runtime.cost_analysis_flops(self._step.lower(self._state, device_batch).compile())
-
-    def trace_count(self) -> int | None:
-        return None  # JAX compiles are counted through jax.monitoring
-
-    def forget_compiled(self) -> None:
-        jax_runtime.forget_compiled()

@@ -10,7 +10,7 @@ from typing import Any
 
 import markupsafe
 
-from reports.model import num
+from benchmarks.record import num
 from reports.stats import Ratio
 
 

@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from reports.files import ResultFileError, read_json
-from reports.model import Cell, HistoryPoint, Machine, Model, Skipped, as_dict
+from benchmarks.record import CellRecord, as_dict
+from reports.model import HistoryPoint, Machine, Model, Skipped
 
 PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 GATE_FILE = Path(".xfbench/gate/last.json")  # the gate's last verdict, relative to a checkout
 
-_OK = {"ok", "passed", "pass", "success"}
-_FAILED = {"failed", "fail", "error", "errored"}
 
 
 def warn(msg: str) -> None:
@@ -54,7 +53,7 @@ def machine_key(info: dict) -> str:
 class Loader:
     def __init__(self) -> None:
         self.model = Model()
-        self._all_cells: list[Cell] = []
+        self._all_cells: list[CellRecord] = []
         self._seen_files: set[Path] = set()
         self._history_seen: set[tuple] = set()
 
@@ -167,7 +166,7 @@ class Loader:
              "when": when, "cells": len(found), "note": "interrupted" if interrupted else ""}
         )
 
-    def _run_cells(self, folder: Path, origin: dict) -> list[Cell]:
+    def _run_cells(self, folder: Path, origin: dict) -> list[CellRecord]:
         """The readable cell records of a run folder, in file name order."""
         cells = []
         cells_dir = folder / "cells"
@@ -181,7 +180,7 @@ class Loader:
             if not isinstance(d, dict) or not (d.get("id") or d.get("name")):
                 self.skip(f, "not a cell record (a JSON object with 'id' and 'kind')")
                 continue
-            cells.append(_run_cell(d, f, origin))
+            cells.append(CellRecord.from_run_file(d, str(f), f.stem, **origin))
         return cells
 
     # ---- pytest-benchmark JSON
@@ -196,7 +195,7 @@ class Loader:
         else:
             m = self.machine(info, str(path), when, commit)
         origin = {"machine": m.key, "commit": commit, "when": when}
-        cells = [_benchmark_cell(b, path, origin) for b in data["benchmarks"] if isinstance(b, dict)]
+        cells = [CellRecord.from_benchmark_entry(b, str(path), **origin) for b in data["benchmarks"] if isinstance(b, dict)]
         for cell in cells:
             self._add_history(cell, ci, str(path))
         if not for_history_only:
@@ -206,7 +205,7 @@ class Loader:
                  "when": when, "cells": len(cells), "note": "dirty tree" if ci.get("dirty") else ""}
             )
 
-    def _add_history(self, c: Cell, commit_info: dict, source: str) -> None:
+    def _add_history(self, c: CellRecord, commit_info: dict, source: str) -> None:
         if c.kind != "step" or c.status != "ok" or c.step_s is None:
             return
         commit = str(commit_info.get("id") or "")
@@ -219,9 +218,9 @@ class Loader:
                 machine=c.machine,
                 device=c.device,
                 impl=c.impl,
-                batch_size=c.extra.get("batch_size"),
-                image_size=c.extra.get("image_size"),
-                pool_stride=c.extra.get("pool_stride"),
+                batch_size=c.info.batch_size,
+                image_size=c.info.image_size,
+                pool_stride=c.info.pool_stride,
                 commit=commit or "(no commit)",
                 commit_time=str(commit_info.get("time") or c.when or ""),
                 when=c.when,
@@ -230,6 +229,7 @@ class Loader:
                 q1=c.step_q("q1"),
                 q3=c.step_q("q3"),
                 source=source,
+                workload=c.workload,
             )
         )
 
@@ -259,7 +259,7 @@ class Loader:
     # ---- finish
     def finish(self) -> Model:
         model = self.model
-        latest: dict[tuple, Cell] = {}
+        latest: dict[tuple, CellRecord] = {}
         for c in self._all_cells:
             old = latest.setdefault(c.dedup_key, c)
             if old is not c:
@@ -271,74 +271,19 @@ class Loader:
         return model
 
 
-def _newer(c: Cell, old: Cell) -> bool:
+def _newer(c: CellRecord, old: CellRecord) -> bool:
     """A finished result beats a "missing" placeholder; otherwise the most recent wins."""
     if (old.status == "missing") != (c.status == "missing"):
         return old.status == "missing"
     return c.when >= old.when
 
 
-def _run_cell(d: dict, f: Path, origin: dict) -> Cell:
-    """A cell from a run folder's cell record `d` (file `f`)."""
-    extra = as_dict(d.get("extra_info"))
-    cid = str(d.get("id") or d.get("name") or f.stem)
-    return Cell(
-        **origin,
-        source=str(f),
-        id=cid,
-        name=str(d.get("name") or cid),
-        kind=_kind(d.get("kind") or extra.get("kind"), cid, d.get("stats")),
-        status=_status(d.get("status") or extra.get("status")),
-        reason=d.get("reason") or extra.get("reason"),
-        stats=d.get("stats") if isinstance(d.get("stats"), dict) else None,
-        extra=extra,
-    )
-
-
-def _missing_cell(cid: str, folder: Path, origin: dict, interrupted: bool) -> Cell:
+def _missing_cell(cid: str, folder: Path, origin: dict, interrupted: bool) -> CellRecord:
     """A planned cell of a run folder with no result file."""
     run_id = origin["run_id"]
     reason = (f"planned in run {run_id}, which was interrupted before this cell finished" if interrupted
               else f"planned in run {run_id} but no result file was written")
-    return Cell(**origin, source=str(folder), id=cid, name=cid, kind=_kind(None, cid, None), status="missing",
-                reason=reason, stats=None, extra={})
-
-
-def _benchmark_cell(b: dict, path: Path, origin: dict) -> Cell:
-    """A cell from one entry `b` of a pytest-benchmark JSON file's 'benchmarks' list."""
-    extra = as_dict(b.get("extra_info"))
-    name = str(b.get("name") or b.get("fullname") or "?")
-    stats = b.get("stats") if isinstance(b.get("stats"), dict) else None
-    return Cell(
-        **origin,
-        source=str(path),
-        id=str(extra.get("cell_id") or b.get("fullname") or name),
-        name=name,
-        kind=_kind(extra.get("kind"), name, stats),
-        status=_status(extra.get("status") or ("ok" if stats else None)),
-        reason=extra.get("reason"),
-        stats=stats,
-        extra=extra,
-    )
-
-
-def _kind(kind: Any, name: str, stats: Any) -> str:
-    if kind in ("step", "accuracy", "parity"):
-        return kind
-    low = (name or "").lower()
-    for k in ("parity", "accuracy"):
-        if k in low:
-            return k
-    return "step" if stats or "step" in low else "unknown"
-
-
-def _status(s: Any) -> str:
-    s = str(s or "").lower()
-    if s in _OK:
-        return "ok"
-    if s in _FAILED:
-        return "failed"
-    return s or "ok"
+    return CellRecord.missing(cid, str(folder), reason, **origin)
 
 
 def _label_machines(model: Model) -> None:

@@ -1,37 +1,20 @@
 """What the report knows after loading: machines, cells, step-time history, skipped inputs.
 
-Pure data: no file access, no rendering. Result files may lack a key or hold the
-wrong shape, so every read of their contents goes through `as_dict` and `num`.
+Pure data: no file access, no rendering. A cell is a `benchmarks.record.CellRecord`, whose typed
+`info` reads a result file's figures (missing or ill-typed: None); machine information, which
+pytest-benchmark defines, goes through `as_dict`.
 """
 
 from __future__ import annotations
 
-import math
-import re
+import dataclasses
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks.record import SELECT, CellRecord, Info, as_dict, num
 from reports.stats import geomean
-
-AA_SUFFIX = " (A/A copy)"  # the series name of an A/A control: an identical second copy of an implementation
-TUNED_SUFFIX = " (tuned)"  # the series name of a copy run with the tuned settings (`--xf-tuned`)
-SELECT = re.compile(r" -k '([^']*)'")  # how a recorded command selects its cell (the harness's `reproduce`)
-
-
-def as_dict(v: Any) -> dict:
-    """v where it is a dict, else {}."""
-    return v if isinstance(v, dict) else {}
-
-
-def num(v: Any) -> float | None:
-    """v as a finite float, else None (booleans are not numbers here)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
-
 
 @dataclass
 class Machine:
@@ -78,107 +61,10 @@ class Machine:
         return as_dict(self.xf.get("spec"))
 
 
-@dataclass
-class Cell:
-    machine: str  # Machine.key
-    source: str
-    id: str
-    name: str
-    kind: str
-    status: str  # ok | failed | skipped | missing
-    reason: str | None
-    stats: dict | None
-    extra: dict
-    run_id: str | None = None
-    commit: str | None = None
-    when: str = ""
-
-    def x(self, key: str, default: Any = None) -> Any:
-        v = self.extra.get(key)
-        return default if v is None else v
-
-    @property
-    def measured_in(self) -> str:
-        """The run that measured it: a cell reused from an interrupted run counts as that run's."""
-        return str(self.extra.get("reused_from") or self.run_id or self.source)
-
-    @property
-    def base_impl(self) -> str:
-        """The implementation as the result file names it (an A/A copy names its original)."""
-        return str(self.x("impl", "?"))
-
-    @property
-    def aa_copy(self) -> bool:
-        return self.extra.get("aa_copy") is True
-
-    @property
-    def tuned(self) -> bool:
-        return self.extra.get("tuned") is True
-
-    @property
-    def copy(self) -> bool:
-        """A second series of an implementation (A/A or tuned): shown against its original, ranked with no one."""
-        return self.aa_copy or self.tuned
-
-    @property
-    def impl(self) -> str:
-        """The series this cell belongs to: its implementation, "<impl> (A/A copy)" for an A/A control,
-        "<impl> (tuned)" for the tuned copy."""
-        return self.base_impl + (AA_SUFFIX if self.aa_copy else TUNED_SUFFIX if self.tuned else "")
-
-    @property
-    def replicate(self) -> int:
-        """Which worker process (0-based) measured this cell; an old cell is replicate 0 of 1."""
-        v = self.extra.get("replicate")
-        return v if isinstance(v, int) and not isinstance(v, bool) else 0
-
-    @property
-    def config_key(self) -> tuple:
-        """What a step cell measures; its replicates share it."""
-        return (self.machine, self.kind, self.device, self.impl, self.x("image_size"), self.x("pool_stride"),
-                self.x("batch_size"), self.precision)
-
-    @property
-    def precision(self) -> str:
-        """What its layers computed in (results from before the field: float32)."""
-        return str(self.x("precision", "float32"))
-
-    @property
-    def device(self) -> str:
-        return str(self.x("device", "?"))
-
-    @property
-    def dedup_key(self) -> tuple:
-        return (self.machine, self.name or self.id)
-
-    @property
-    def step_s(self) -> float | None:
-        return self.step_q("median")
-
-    def step_q(self, which: str) -> float | None:
-        """A statistic of one step: recorded per step, else pytest-benchmark's statistic, which is per step
-        where `stats_unit` is "step" and per timed call (÷ steps per call) in older files."""
-        v = num(self.extra.get(f"step_s_{which}"))
-        if v is None and self.stats:
-            q = num(self.stats.get(which))
-            per_call = self.extra.get("stats_unit") != "step"
-            spc = (num(self.extra.get("steps_per_call")) or 1) if per_call else 1
-            v = q / spc if q is not None else None
-        return v
-
-    @property
-    def images_per_s(self) -> float | None:
-        v = num(self.extra.get("images_per_s"))
-        if v is None:
-            s, b = self.step_s, num(self.extra.get("batch_size"))
-            v = b / s if s and b else None
-        return v
-
-
-def commands(cells: list[Cell]) -> list[str]:
+def commands(cells: list[CellRecord]) -> list[str]:
     """The distinct commands recorded with `cells`, less any that another one already runs: pytest's `-k`
     matches substrings, so replicate 0's `-k '<id>'` also runs its replicates `<id>-r1`, `<id>-r2`, ..."""
-    found = list(dict.fromkeys(str(c.x("command")) for c in cells if c.x("command")))
+    found = list(dict.fromkeys(str(c.info.command) for c in cells if c.info.command))
     return [cmd for cmd in found if not any(_runs(other, cmd) for other in found if other != cmd)]
 
 
@@ -192,26 +78,23 @@ def _runs(cmd: str, other: str) -> bool:
 class Replicates:
     """One step configuration as measured by its worker processes (one cell each), all from one run.
 
-    Reads like a Cell: `x(key)` is the value every process agrees on, else the median over the processes
-    that recorded a numeric figure (else the first recorded value); `step_s` is the geometric mean of the
+    Reads like a `CellRecord` (`info` agreed over its processes); `step_s` is the geometric mean of the
     per-process median step times.
     """
 
-    cells: list[Cell]
+    cells: list[CellRecord]
 
     def __getattr__(self, name: str) -> Any:  # machine, device, impl, base_impl, aa_copy, kind, run_id ...
         if name.startswith("__") or name == "cells":
             raise AttributeError(name)
         return getattr(self.cells[0], name)
 
-    def x(self, key: str, default: Any = None) -> Any:
-        vals = [c.x(key) for c in self.cells]
-        if all(v == vals[0] for v in vals):
-            return default if vals[0] is None else vals[0]
-        nums = [num(v) for v in vals if num(v) is not None]
-        if nums:  # some figures (XLA's count, the epoch as users run it) only the first process records
-            return statistics.median(nums)
-        return next((v for v in vals if v is not None), default)
+    @property
+    def info(self) -> Info:
+        """Each figure: the value every process agrees on, else the median over the processes that recorded
+        a number (some figures, such as the epoch as users run it, only the first process records), else the
+        first recorded value."""
+        return Info(**{f: _agreed([getattr(c.info, f) for c in self.cells]) for f in Info.__dataclass_fields__})
 
     @property
     def run(self) -> str:
@@ -220,7 +103,7 @@ class Replicates:
 
     def values(self, key: str) -> list[float]:
         """One value per process: "step_s" (its median step time) or a numeric extra_info figure."""
-        vals = [c.step_s if key == "step_s" else num(c.x(key)) for c in self.cells]
+        vals = [c.step_s if key == "step_s" else num(getattr(c.info, key)) for c in self.cells]
         return [v for v in vals if v is not None]
 
     @property
@@ -231,7 +114,7 @@ class Replicates:
     @property
     def planned(self) -> int:
         """Processes the run planned (`replicates`), at least those found."""
-        r = [v for v in (c.extra.get("replicates") for c in self.cells) if isinstance(v, int)]
+        r = [v for v in (c.info.replicates for c in self.cells) if v is not None]
         return max(r + [len(self.cells)])
 
     @property
@@ -251,20 +134,30 @@ class Replicates:
 
     @property
     def images_per_s(self) -> float | None:
-        s, b = self.step_s, num(self.x("batch_size"))
+        s, b = self.step_s, self.info.batch_size
         return b / s if s and b else self.cells[0].images_per_s
 
     @property
     def mfu(self) -> float | None:
         """FLOPs per step ÷ step time ÷ the measured matmul rate of the precision the cell ran at (older
         results: the float32 rate)."""
-        flops, peak, s = num(self.x("flops_per_step")), num(self.x("mfu_rate")) or num(self.x("peak_flops")), self.step_s
-        return flops / s / peak if flops and peak and s else num(self.x("mfu"))
+        i = self.info
+        flops, peak, s = i.flops_per_step, i.mfu_rate or i.peak_flops, self.step_s
+        return flops / s / peak if flops and peak and s else i.mfu
 
 
-def group_replicates(cells: list[Cell]) -> list[Replicates]:
+def _agreed(vals: list) -> Any:
+    if all(v == vals[0] for v in vals):
+        return vals[0]
+    nums = [num(v) for v in vals if num(v) is not None]
+    if nums:
+        return statistics.median(nums)
+    return next((v for v in vals if v is not None), None)
+
+
+def group_replicates(cells: list[CellRecord]) -> list[Replicates]:
     """Cells that differ only by replicate, each group from its newest run, in order of first appearance."""
-    groups: dict[tuple, list[Cell]] = defaultdict(list)
+    groups: dict[tuple, list[CellRecord]] = defaultdict(list)
     for c in cells:
         groups[c.config_key].append(c)
     out = []
@@ -291,6 +184,7 @@ class HistoryPoint:
     q1: float | None
     q3: float | None
     source: str
+    workload: str = "origin"
 
 
 @dataclass
@@ -302,7 +196,7 @@ class Skipped:
 @dataclass
 class Model:
     machines: dict[str, Machine] = field(default_factory=dict)
-    cells: list[Cell] = field(default_factory=list)  # latest per (machine, cell), in order of first appearance
+    cells: list[CellRecord] = field(default_factory=list)  # latest per (machine, cell), in order of first appearance
     superseded: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     sources: list[dict] = field(default_factory=list)  # {"path", "kind", "machine", "commit", "when", "cells", "note"}
@@ -311,11 +205,21 @@ class Model:
     gate_source: str | None = None
     partial_runs: list[dict] = field(default_factory=list)
 
+    def workloads(self) -> list[str]:
+        """The workloads with a cell, the origin first, then in order of first appearance."""
+        found = dict.fromkeys(c.workload for c in self.cells)
+        return sorted(found, key=lambda w: w != "origin")
+
+    def for_workload(self, name: str) -> Model:
+        """This model narrowed to one workload's cells and step-time history."""
+        return dataclasses.replace(self, cells=[c for c in self.cells if c.workload == name],
+                                   history=[p for p in self.history if p.workload == name])
+
     def machine_list(self) -> list[Machine]:
         used = {c.machine for c in self.cells}
         return [m for m in self.machines.values() if m.key in used]
 
-    def ok(self, kind: str) -> list[Cell]:
+    def ok(self, kind: str) -> list[CellRecord]:
         return [c for c in self.cells if c.kind == kind and c.status == "ok"]
 
     def step_configs(self) -> list[Replicates]:

@@ -25,7 +25,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from reports.model import Cell, HistoryPoint, Model, Replicates, num  # noqa: E402
+from benchmarks.record import CellRecord, num  # noqa: E402
+from reports.model import HistoryPoint, Model, Replicates  # noqa: E402
 from reports.stats import geomean  # noqa: E402
 from reports.views import Impls, config_label, device_label, sortkey  # noqa: E402
 
@@ -107,11 +108,11 @@ def _panels(n: int, w: float, h: float, max_w: float, extra_h: float = 0, **kw) 
     return fig, flat[:n]
 
 
-Measured = Cell | Replicates  # a figure draws cells, or step configurations with their processes
+Measured = CellRecord | Replicates  # a figure draws cells, or step configurations with their processes
 
 
 def _cfg(c: Measured) -> tuple:
-    return (c.x("image_size"), c.x("pool_stride"))
+    return (c.info.image_size, c.info.pool_stride)
 
 
 def _by_device(cells: list[Measured]) -> dict[tuple, list[Measured]]:
@@ -147,12 +148,12 @@ def _per_device(model: Model, cells: list[Measured], group: str, impls: Impls, d
     return figs
 
 
-MachineDrawFn = Callable[[Model, str, list[Cell], Impls], tuple[Figure, dict]]
+MachineDrawFn = Callable[[Model, str, list[CellRecord], Impls], tuple[Figure, dict]]
 
 
-def _per_machine(model: Model, cells: list[Cell], fid: str, impls: Impls, draw: MachineDrawFn) -> list[Fig]:
+def _per_machine(model: Model, cells: list[CellRecord], fid: str, impls: Impls, draw: MachineDrawFn) -> list[Fig]:
     """One accuracy figure per machine: draw(model, machine key, its cells, impls) -> figure, Fig fields."""
-    by_machine: dict[str, list[Cell]] = defaultdict(list)
+    by_machine: dict[str, list[CellRecord]] = defaultdict(list)
     for c in cells:
         by_machine[c.machine].append(c)
     figs = []
@@ -175,7 +176,7 @@ def _config_panels(cs: list[Measured], w: float, h: float, max_w: float) -> tupl
 
 
 def _batches(cells: list[Measured]) -> list:
-    return sorted({c.x("batch_size") for c in cells}, key=sortkey)
+    return sorted({c.info.batch_size for c in cells}, key=sortkey)
 
 
 def _bar_width(names: list[str]) -> float:
@@ -188,7 +189,7 @@ def _bar_slots(sub: list[Measured], names: list[str], batches: list) -> Iterator
     for j, name in enumerate(names):
         slots = []
         for k, bs in enumerate(batches):
-            c = next((c for c in sub if c.impl == name and c.x("batch_size") == bs), None)
+            c = next((c for c in sub if c.impl == name and c.info.batch_size == bs), None)
             if c is not None:
                 slots.append((k - 0.4 + width * (j + 0.5), c))
         yield name, slots
@@ -207,7 +208,7 @@ def _batch_axis(ax, batches: list, cfg: tuple, ylabel: str) -> None:
 
 
 def throughput(model: Model, impls: Impls) -> list[Fig]:
-    configs = [r for r in model.step_configs() if r.x("batch_size") is not None]
+    configs = [r for r in model.step_configs() if r.info.batch_size is not None]
     if not configs:
         return [_empty("throughput", "throughput", "Throughput per implementation, device and batch size",
                        "no finished step cell.")]
@@ -224,7 +225,7 @@ def _throughput_fig(cs: list[Replicates], impls: Impls, devlabel: str, label: st
         _batch_axis(ax, batches, cfg, "throughput (images / s)")
     extra = [Line2D([], [], marker=".", color="#222222", ls="", label="one worker process")] if any(
         r.n > 1 for r in cs) else []
-    users = any(num(r.x("user_images_per_s")) for r in cs)
+    users = any(num(r.info.user_images_per_s) for r in cs)
     if users:
         extra.append(Line2D([], [], marker="D", mfc="white", mec="#222222", ls="", label="as users run it"))
     _impl_legend(fig, names, impls, extra)
@@ -243,7 +244,7 @@ def _throughput_fig(cs: list[Replicates], impls: Impls, devlabel: str, label: st
 def _throughput_bars(ax, slots: list[tuple[float, Replicates]], width: float, color: str) -> None:
     """One implementation's bars (images/s), their spread, a dot per process and the as-users-run-it diamond."""
     for x, r in slots:
-        bs = r.x("batch_size")
+        bs = r.info.batch_size
         y = bs / r.step_s
         q1, q3 = r.step_q("q1"), r.step_q("q3")  # step time: q3 -> fewer images/s, q1 -> more
         err = [[max(y - bs / q3, 0) if q3 else 0], [max(bs / q1 - y, 0) if q1 else 0]]
@@ -251,7 +252,7 @@ def _throughput_bars(ax, slots: list[tuple[float, Replicates]], width: float, co
         if r.n > 1:
             ax.plot([x + width * 0.25] * r.n, [bs / v for v in r.values("step_s")], ".", color="#222222",
                     markersize=3, alpha=0.7)
-        user = num(r.x("user_images_per_s"))
+        user = num(r.info.user_images_per_s)
         if user:
             ax.plot([x], [user], marker="D", mfc="white", mec="#222222", markersize=5, ls="", zorder=5)
 
@@ -261,7 +262,7 @@ def _throughput_bars(ax, slots: list[tuple[float, Replicates]], width: float, co
 
 def compile_breakdown(model: Model, impls: Impls) -> list[Fig]:
     keys = ("compile_s", *(k for k, _, _ in STAGES))
-    configs = [r for r in model.step_configs() if any(num(r.x(k)) is not None for k in keys)]
+    configs = [r for r in model.step_configs() if any(num(getattr(r.info, k)) is not None for k in keys)]
     if not configs:
         return [_empty("compile", "compile", "Compile time", "no step cell reported compile timings.")]
     return _per_device(model, configs, "compile", impls, _compile_fig)
@@ -271,8 +272,8 @@ def _compile_fig(cs: list[Replicates], impls: Impls, devlabel: str, label: str) 
     # one row per (config, batch size, impl); too many rows -> smallest and largest batch only
     batches, configs = _batches(cs), {_cfg(c) for c in cs}
     if len(batches) * len(configs) * len({c.impl for c in cs}) > 18 and len(batches) > 2:
-        cs = [c for c in cs if c.x("batch_size") in (batches[0], batches[-1])]
-    cs = sorted(cs, key=lambda c: (sortkey(_cfg(c)), sortkey((c.x("batch_size"),)), impls.rank(c.impl)))
+        cs = [c for c in cs if c.info.batch_size in (batches[0], batches[-1])]
+    cs = sorted(cs, key=lambda c: (sortkey(_cfg(c)), sortkey((c.info.batch_size,)), impls.rank(c.impl)))
     fig, axes = _new(9.5, 1.4 + 0.3 * len(cs))
     ax = axes[0][0]
     labels = [_compile_bar(ax, len(cs) - 1 - i, c, impls.color(c.impl), len(configs) > 1) for i, c in enumerate(cs)]
@@ -303,11 +304,11 @@ def _compile_bar(ax, y: int, c: Replicates, color: str, multi_config: bool) -> s
     """Draw one cell's stacked stages and first-minus-steady diamond at height y; return its tick label."""
     left = 0.0
     for key, _, alpha in STAGES:
-        v = num(c.x(key))
+        v = num(getattr(c.info, key))
         if v is not None:
             ax.barh(y, v, left=left, height=0.62, color=color, alpha=alpha, edgecolor="white", linewidth=0.8)
             left += v
-    first_minus_steady = num(c.x("compile_s"))
+    first_minus_steady = num(c.info.compile_s)
     per_process = c.values("compile_s")
     if len(per_process) > 1:
         ax.plot(per_process, [y] * len(per_process), "|", color="#111111", markersize=9, zorder=4)
@@ -315,12 +316,12 @@ def _compile_bar(ax, y: int, c: Replicates, color: str, multi_config: bool) -> s
         ax.plot([first_minus_steady], [y], marker="D", color="#111111", markersize=6, zorder=5)
         ax.annotate(f"{first_minus_steady:.2f} s", (max([first_minus_steady, *per_process]), y), xytext=(7, 0),
                     textcoords="offset points", va="center", fontsize=8)
-    if all(num(c.x(key)) is None for key, _, _ in STAGES):
-        ax.annotate("no trace/lower/compile split" + (" (TensorFlow)" if c.x("backend") == "tensorflow" else ""),
+    if all(num(getattr(c.info, key)) is None for key, _, _ in STAGES):
+        ax.annotate("no trace/lower/compile split" + (" (TensorFlow)" if c.info.backend == "tensorflow" else ""),
                     (0, y), xytext=(4, 0), textcoords="offset points", va="center",
                     fontsize=8, color="#555555", style="italic")
     size, stride = _cfg(c)
-    return f"{c.impl} · bs {c.x('batch_size')}" + (f" · {size}px s{stride}" if multi_config else "")
+    return f"{c.impl} · bs {c.info.batch_size}" + (f" · {size}px s{stride}" if multi_config else "")
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -330,13 +331,13 @@ def accuracy(model: Model, impls: Impls) -> list[Fig]:
     return _accuracy_curves(model, impls) + _accuracy_compare(model, impls)
 
 
-def _cond(c: Cell) -> tuple:
+def _cond(c: CellRecord) -> tuple:
     """(image size, pool stride, protocol, augmented, device): what one accuracy figure compares."""
-    return (c.x("image_size"), c.x("pool_stride"), str(c.x("protocol", "?")), bool(c.x("augment", False)), c.device)
+    return (c.info.image_size, c.info.pool_stride, str((c.info.protocol or "?")), bool(c.info.augment), c.device)
 
 
-def _curves(c: Cell, key: str) -> list[list[float]]:
-    hist = c.x("history")
+def _curves(c: CellRecord, key: str) -> list[list[float]]:
+    hist = c.info.history
     out = []
     for seed_hist in hist if isinstance(hist, list) else []:
         if not isinstance(seed_hist, list):
@@ -354,7 +355,7 @@ def _accuracy_curves(model: Model, impls: Impls) -> list[Fig]:
     return _per_machine(model, cells, "accuracy-curves", impls, _curves_fig)
 
 
-def _curves_fig(model: Model, mk: str, cs: list[Cell], impls: Impls) -> tuple[Figure, dict]:
+def _curves_fig(model: Model, mk: str, cs: list[CellRecord], impls: Impls) -> tuple[Figure, dict]:
     devices = sorted({c.device for c in cs})
     conds = sorted({_cond(c) for c in cs}, key=sortkey)
     multi_config = len({(s, p) for s, p, *_ in conds}) > 1
@@ -378,7 +379,7 @@ def _curves_fig(model: Model, mk: str, cs: list[Cell], impls: Impls) -> tuple[Fi
                 Line2D([], [], color="#444444", lw=1.2, ls="--", label="train (mean over seeds)"),
                 Patch(facecolor="#444444", alpha=0.2, label="min–max over seeds")]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
-    seeds = sorted({len(c.x("seeds") or _curves(c, "test_accuracy")) for c in cs})
+    seeds = sorted({len(c.info.seeds or _curves(c, "test_accuracy")) for c in cs})
     return fig, {
         "title": "Accuracy per epoch, per protocol and augmentation",
         "caption": f"Solid: test accuracy; dashed: training accuracy; each the mean over seeds "
@@ -389,7 +390,7 @@ def _curves_fig(model: Model, mk: str, cs: list[Cell], impls: Impls) -> tuple[Fi
     }
 
 
-def _draw_curves(ax, c: Cell, color: str) -> None:
+def _draw_curves(ax, c: CellRecord, color: str) -> None:
     """Test (solid) and train (dashed) accuracy per epoch: the mean over seeds, and a min–max band."""
     for key, ls, lw in (("test_accuracy", "-", 1.8), ("train_accuracy", "--", 1.2)):
         curves = _curves(c, key)
@@ -408,14 +409,14 @@ def _draw_curves(ax, c: Cell, color: str) -> None:
 
 def _accuracy_compare(model: Model, impls: Impls) -> list[Fig]:
     """Final accuracy across conditions: the original-vs-resplit and augmentation comparison."""
-    cells = [c for c in model.ok("accuracy") if num(c.x("test_accuracy_mean")) is not None]
+    cells = [c for c in model.ok("accuracy") if num(c.info.test_accuracy_mean) is not None]
     if not cells:
         return [_empty("accuracy-compare", "accuracy", "Final test accuracy by protocol and augmentation",
                        "no accuracy cell finished.")]
     return _per_machine(model, cells, "accuracy-compare", impls, _compare_fig)
 
 
-def _compare_fig(model: Model, mk: str, cs: list[Cell], impls: Impls) -> tuple[Figure, dict]:
+def _compare_fig(model: Model, mk: str, cs: list[CellRecord], impls: Impls) -> tuple[Figure, dict]:
     conds = sorted({_cond(c) for c in cs}, key=sortkey)
     names = impls.sort(c.impl for c in cs)
     devices = sorted({c.device for c in cs})
@@ -435,7 +436,7 @@ def _compare_fig(model: Model, mk: str, cs: list[Cell], impls: Impls) -> tuple[F
     ax.set_title("Final test accuracy: mean ± sd over seeds (dots: each seed)")
     ax.grid(axis="x", visible=False)
     handles = [Line2D([], [], marker="o", color=impls.color(n), ls="", label=n) for n in names]
-    if any(c.x("from_cache") for c in cs):
+    if any(c.info.from_cache for c in cs):
         handles.append(Line2D([], [], marker="o", color="#444444", mfc="white", ls="", label="hollow: from cache"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
     return fig, {
@@ -447,14 +448,14 @@ def _compare_fig(model: Model, mk: str, cs: list[Cell], impls: Impls) -> tuple[F
     }
 
 
-def _draw_final(ax, x: float, w: float, c: Cell, color: str) -> None:
+def _draw_final(ax, x: float, w: float, c: CellRecord, color: str) -> None:
     """Mean ± sd over seeds at x (hollow when reused from the cache; no bar for one seed), and a dot per seed."""
-    mean = c.x("test_accuracy_mean") * 100
-    sd = (num(c.x("test_accuracy_sd")) or 0) * 100
-    one_seed = len(c.x("seeds") or c.x("test_accuracies") or []) == 1
+    mean = c.info.test_accuracy_mean * 100
+    sd = (num(c.info.test_accuracy_sd) or 0) * 100
+    one_seed = len(c.info.seeds or c.info.test_accuracies or []) == 1
     ax.errorbar([x], [mean], yerr=None if one_seed else [sd], fmt="o", color=color, capsize=4, markersize=7,
-                mfc="white" if c.x("from_cache") else color, mew=1.8)
-    for a in c.x("test_accuracies") or []:
+                mfc="white" if c.info.from_cache else color, mew=1.8)
+    for a in c.info.test_accuracies or []:
         if num(a) is not None:
             ax.plot([x + w * 0.28], [a * 100], ".", color=color, alpha=0.5, markersize=4)
 
@@ -473,7 +474,7 @@ def _compare_label(cond: tuple, multi_config: bool, multi_device: bool) -> str:
 
 
 def mfu(model: Model, impls: Impls) -> list[Fig]:
-    configs = [r for r in model.step_configs() if num(r.x("flops_per_step")) and r.x("batch_size") is not None]
+    configs = [r for r in model.step_configs() if num(r.info.flops_per_step) and r.info.batch_size is not None]
     if not configs:
         return [_empty("mfu", "mfu", "Model FLOP utilisation", "no step cell reported FLOPs per step.")]
     return _per_device(model, configs, "mfu", impls, _mfu_fig)
@@ -481,10 +482,10 @@ def mfu(model: Model, impls: Impls) -> list[Fig]:
 
 def _matmul_rate(cs: list[Replicates]) -> tuple[float | None, str]:
     """The run's measured matmul rate on this device (median where runs differ) and how it was measured."""
-    rates = [num(c.x("peak_flops")) for c in cs if num(c.x("peak_flops"))]
-    how = next((c.x("matmul_rate_method") or ", ".join(str(v) for v in (c.x("matmul_rate_precision"),
-                                                                         c.x("matmul_rate_framework")) if v)
-                for c in cs if num(c.x("peak_flops"))), "")
+    rates = [num(c.info.peak_flops) for c in cs if num(c.info.peak_flops)]
+    how = next((c.info.matmul_rate_method or ", ".join(str(v) for v in (c.info.matmul_rate_precision,
+                                                                         c.info.matmul_rate_framework) if v)
+                for c in cs if num(c.info.peak_flops)), "")
     return (statistics.median(rates) if rates else None), how
 
 
@@ -501,13 +502,13 @@ def _mfu_fig(cs: list[Replicates], impls: Impls, devlabel: str, label: str) -> t
                 _mfu_bar(ax, x, _bar_width(names) * 0.92, c, impls.color(name), scale, crowded)
         if rate:
             ax.axhline(rate / scale, color=ACCENT, ls="--", lw=1.4)
-            top = max([rate] + [c.x("flops_per_step") / c.step_s for c in sub])
+            top = max([rate] + [c.info.flops_per_step / c.step_s for c in sub])
             ax.set_ylim(0, top / scale * 1.18)
         _batch_axis(ax, batches, cfg, f"achieved ({unit})")
     extra = []
     if rate:
         extra.append(Line2D([], [], color=ACCENT, ls="--", lw=1.4, label=f"measured matmul rate (float32) {rate / scale:.3g} {unit}"))
-    if any(c.x("flops_source") == "xla" for c in cs):
+    if any(c.info.flops_source == "xla" for c in cs):
         extra.append(Patch(facecolor="#999999", hatch="xx", edgecolor="white", label="XLA's FLOP count (older results)"))
     _impl_legend(fig, names, impls, extra)
     return fig, {
@@ -522,8 +523,8 @@ def _mfu_fig(cs: list[Replicates], impls: Impls, devlabel: str, label: str) -> t
 
 def _mfu_bar(ax, x: float, width: float, c: Replicates, color: str, scale: float, crowded: bool) -> None:
     """One bar of achieved FLOP/s (hatched for XLA's count), labelled with its MFU."""
-    achieved = c.x("flops_per_step") / c.step_s
-    ax.bar([x], [achieved / scale], width, color=color, hatch="xx" if c.x("flops_source") == "xla" else "",
+    achieved = c.info.flops_per_step / c.step_s
+    ax.bar([x], [achieved / scale], width, color=color, hatch="xx" if c.info.flops_source == "xla" else "",
            edgecolor="white")
     frac = c.mfu
     if frac is not None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from reports.model import Cell, Model, Replicates, commands, num
+from benchmarks.record import CellRecord, num
+from reports.model import Model, Replicates, commands
 from reports.stats import Ratio, geomean, geometric_interval, log_ratio, simultaneous_level
 from reports.views import Impls, config_label, device_label, median, sortkey
 
@@ -22,8 +23,20 @@ COMPILE_FIGURES = ("compile_s", "first_step_s", "trace_s", "lower_s", "compile_o
 
 
 def verdict(model: Model) -> list[dict]:
-    """One block per (machine, device): speed per config and overall, compile ranking, accuracy."""
+    """One block per (workload, machine, device, precision): speed per config and overall, compile ranking,
+    accuracy. The origin's blocks come first; no block compares across workloads."""
     impls = Impls.of(model)
+    out = []
+    for w in model.workloads():
+        for b in _verdict(model.for_workload(w), impls):
+            b["workload"] = w
+            if w != "origin":
+                b["device_label"] = f"{w} · {b['device_label']}"
+            out.append(b)
+    return out
+
+
+def _verdict(model: Model, impls: Impls) -> list[dict]:
     configs = model.step_configs()
     blocks: dict[tuple, dict] = {}
     for c in [*configs, *model.ok("accuracy")]:  # a block per precision too: none compares across precisions
@@ -69,8 +82,8 @@ def _block(model: Model, machine: str, device: str, precision: str) -> dict:
     }
 
 
-def _cfg(r: Replicates | Cell) -> tuple:
-    return (r.x("image_size"), r.x("pool_stride"), r.x("batch_size"))
+def _cfg(r: Replicates | CellRecord) -> tuple:
+    return (r.info.image_size, r.info.pool_stride, r.info.batch_size)
 
 
 def _by_cfg(configs: list[Replicates]) -> dict[tuple, list[Replicates]]:
@@ -163,7 +176,7 @@ PAGE = 4096
 
 def _phases(r: Replicates) -> dict | None:
     """The step taken apart (the breakdown of replicate 0): forward, backward, update, the rest."""
-    b = r.x("breakdown")
+    b = r.info.breakdown
     if not isinstance(b, dict) or not all(num(b.get(k)) for k in ("forward_s", "forward_backward_s", "update_s")):
         return None
     fwd, fb, upd = b["forward_s"], b["forward_backward_s"], b["update_s"]
@@ -175,9 +188,9 @@ def reason(slow: Replicates, fast: Replicates) -> str:
     memory it faults in afresh every step (getrusage), then the phase of the step where most of the
     gap lies (the breakdown), or "unexplained"."""
     parts = []
-    faults = [num(r.x("page_faults_per_step")) for r in (slow, fast)]
+    faults = [num(r.info.page_faults_per_step) for r in (slow, fast)]
     if None not in faults and faults[0] * PAGE >= FRESH_MEMORY and faults[0] >= 10 * max(faults[1], 1):
-        kernel = num(slow.x("kernel_s_per_step"))
+        kernel = num(slow.info.kernel_s_per_step)
         parts.append(f"it faults in {faults[0] * PAGE / 2**20:.0f} MiB of fresh memory every step "
                      f"({faults[0]:,.0f} page faults{f', {kernel * 1e3:.0f} ms in the kernel' if kernel else ''}) "
                      f"where {fast.impl} reuses its memory ({faults[1]:,.0f} faults)")
@@ -226,7 +239,7 @@ def _speed(b: dict, configs: list[Replicates], compared: list[Replicates], impls
     b["noise_floor"] = [{"impl": n, "base": next(r.base_impl for r in compared if r.impl == n),
                          "ratio": _aa_ratio(compared, n, "step_s"), "configs": sum(r.impl == n for r in compared)}
                         for n in aa_names]
-    b["synthetic_step"] = any(r.x("data") == "synthetic" for r in configs)
+    b["synthetic_step"] = any(r.info.data == "synthetic" for r in configs)
     b["processes"] = sorted({r.n for r in configs})
     b["matmul_rate"] = _matmul_rate(configs)
 
@@ -251,8 +264,8 @@ def _speed_row(r: Replicates, group: list[Replicates], cmp: dict | None) -> dict
         "n": r.n,
         "planned": r.planned,
         "images_per_s": r.images_per_s,
-        "user_images_per_s": num(r.x("user_images_per_s")),
-        "user_epoch_s": num(r.x("user_epoch_s")),
+        "user_images_per_s": num(r.info.user_images_per_s),
+        "user_epoch_s": num(r.info.user_epoch_s),
         "vs": vs,
         "ratio": ratio,
         "verdict": verdict,
@@ -261,7 +274,7 @@ def _speed_row(r: Replicates, group: list[Replicates], cmp: dict | None) -> dict
         "aa_copy": r.aa_copy,
         "copy": r.copy,
         "mfu": r.mfu,
-        "recompiles": max((num(c.x("recompiles")) or 0 for c in r.cells), default=0),
+        "recompiles": max((num(c.info.recompiles) or 0 for c in r.cells), default=0),
     }
 
 
@@ -273,46 +286,46 @@ def _users_row(r: Replicates) -> dict | None:
     if not epochs:
         return None
     overheads = r.values("user_overhead")
-    return {"impl": r.impl, "config": config_label(r.x("image_size"), r.x("pool_stride")),
-            "batch_size": r.x("batch_size"), "epoch": geometric_interval(epochs), "steps": r.x("user_epoch_steps"),
-            "images_per_s": num(r.x("user_images_per_s")), "overhead": geometric_interval(overheads),
-            "n": len(epochs), "user_loop": r.x("user_loop")}
+    return {"impl": r.impl, "config": config_label(r.info.image_size, r.info.pool_stride),
+            "batch_size": r.info.batch_size, "epoch": geometric_interval(epochs), "steps": r.info.user_epoch_steps,
+            "images_per_s": num(r.info.user_images_per_s), "overhead": geometric_interval(overheads),
+            "n": len(epochs), "user_loop": r.info.user_loop}
 
 
 def _matmul_rate(configs: list[Replicates]) -> dict | None:
     """The run's measured matmul rate on this device (one figure per device per run; median if several)."""
-    rates = [num(r.x("peak_flops")) for r in configs if num(r.x("peak_flops"))]
+    rates = [num(r.info.peak_flops) for r in configs if num(r.info.peak_flops)]
     if not rates:
         return None
-    first = next(r for r in configs if num(r.x("peak_flops")))
-    return {"flops": median(rates), "precision": first.x("matmul_rate_precision"),
-            "framework": first.x("matmul_rate_framework"), "method": first.x("matmul_rate_method"),
-            "default_flops": num(first.x("matmul_rate_default")), "bf16_flops": num(first.x("matmul_rate_bf16")),
+    first = next(r for r in configs if num(r.info.peak_flops))
+    return {"flops": median(rates), "precision": first.info.matmul_rate_precision,
+            "framework": first.info.matmul_rate_framework, "method": first.info.matmul_rate_method,
+            "default_flops": num(first.info.matmul_rate_default), "bf16_flops": num(first.info.matmul_rate_bf16),
             "distinct": len(set(rates))}
 
 
 def _detail_row(r: Replicates) -> dict:
     """FLOPs (analytic, and XLA's count as a check), achieved rate, MFU and memory of one configuration."""
-    flops, analytic = num(r.x("flops_per_step")), num(r.x("flops_analytic"))
-    xla = num(r.x("flops_xla"))
-    if xla is None and r.x("flops_source") == "xla":  # older files: the XLA count was the one used
+    flops, analytic = num(r.info.flops_per_step), num(r.info.flops_analytic)
+    xla = num(r.info.flops_xla)
+    if xla is None and r.info.flops_source == "xla":  # older files: the XLA count was the one used
         xla = flops
-    if analytic is None and r.x("flops_source") == "analytic":
+    if analytic is None and r.info.flops_source == "analytic":
         analytic = flops
     return {
-        "impl": r.impl, "config": config_label(r.x("image_size"), r.x("pool_stride")), "batch_size": r.x("batch_size"),
-        "flops_per_step": flops, "flops_source": r.x("flops_source"), "flops_analytic": analytic, "flops_xla": xla,
-        "xla_to_analytic": num(r.x("flops_xla_to_analytic")) or (xla / analytic if xla and analytic else None),
+        "impl": r.impl, "config": config_label(r.info.image_size, r.info.pool_stride), "batch_size": r.info.batch_size,
+        "flops_per_step": flops, "flops_source": r.info.flops_source, "flops_analytic": analytic, "flops_xla": xla,
+        "xla_to_analytic": num(r.info.flops_xla_to_analytic) or (xla / analytic if xla and analytic else None),
         "achieved": flops / r.step_s if flops and r.step_s else None, "mfu": r.mfu,
-        "mfu_precision": r.x("mfu_precision"), "datasheet_source": r.x("datasheet_source"),
-        "mfu_datasheet": flops / r.step_s / sheet if flops and r.step_s and (sheet := num(r.x("datasheet_flops")))
+        "mfu_precision": r.info.mfu_precision, "datasheet_source": r.info.datasheet_source,
+        "mfu_datasheet": flops / r.step_s / sheet if flops and r.step_s and (sheet := num(r.info.datasheet_flops))
         else None,
-        "phases": _phases(r), "step_s": r.step_s, "page_faults_per_step": num(r.x("page_faults_per_step")),
-        "kernel_s_per_step": num(r.x("kernel_s_per_step")), "busy_cores": num(r.x("busy_cores")),
-        "peak_memory_bytes": num(r.x("peak_memory_bytes")), "rss_growth_bytes": num(r.x("rss_growth_bytes")),
-        "framework_rss_bytes": num(r.x("framework_rss_bytes")), "training_rss_bytes": num(r.x("training_rss_bytes")),
-        "device_bytes_in_use": num(r.x("device_bytes_in_use")),
-        "memory_source": r.x("memory_source"), "n": r.n, "commands": commands(r.cells),
+        "phases": _phases(r), "step_s": r.step_s, "page_faults_per_step": num(r.info.page_faults_per_step),
+        "kernel_s_per_step": num(r.info.kernel_s_per_step), "busy_cores": num(r.info.busy_cores),
+        "peak_memory_bytes": num(r.info.peak_memory_bytes), "rss_growth_bytes": num(r.info.rss_growth_bytes),
+        "framework_rss_bytes": num(r.info.framework_rss_bytes), "training_rss_bytes": num(r.info.training_rss_bytes),
+        "device_bytes_in_use": num(r.info.device_bytes_in_use),
+        "memory_source": r.info.memory_source, "n": r.n, "commands": commands(r.cells),
     }
 
 
@@ -322,9 +335,9 @@ def _detail_row(r: Replicates) -> dict:
 def _compile_ranking(configs: list[Replicates], impls: Impls) -> dict | None:
     """Per implementation, the median over its processes of each compile figure, ranked by the ratio of
     compile times (with interval) to the fastest; A/A copies after, each against its original."""
-    cells: dict[str, list[Cell]] = defaultdict(list)
+    cells: dict[str, list[CellRecord]] = defaultdict(list)
     for r in configs:
-        if any(num(c.x(k)) is not None for c in r.cells for k in COMPILE_FIGURES):
+        if any(num(getattr(c.info, k)) is not None for c in r.cells for k in COMPILE_FIGURES):
             cells[r.impl] += r.cells
     if not cells:
         return None
@@ -335,7 +348,7 @@ def _compile_ranking(configs: list[Replicates], impls: Impls) -> dict | None:
         aa = cells[name][0].copy
         ratio = ranked[name]["ratio"] if name in ranked else _aa_ratio(configs, name, "compile_s") if aa else None
         verdict = ranked[name]["verdict"] if name in ranked else ratio.verdict if ratio else "no interval"
-        rows.append({"impl": name, **{k: median(num(c.x(k)) for c in cells[name]) for k in COMPILE_FIGURES},
+        rows.append({"impl": name, **{k: median(num(getattr(c.info, k)) for c in cells[name]) for k in COMPILE_FIGURES},
                      "n": len(cells[name]), "ratio": ratio, "verdict": verdict, "aa_copy": cells[name][0].aa_copy,
                      "copy": aa,
                      "vs": cmp["fastest"] if name in ranked else cells[name][0].base_impl, "reason": None})
@@ -358,28 +371,28 @@ def _compile_reason(slow: dict, fast: dict) -> str:
 # --------------------------------------------------------------------------- accuracy
 
 
-def _accuracy_row(c: Cell) -> dict:
-    accs = [a for a in (c.x("test_accuracies") or []) if num(a) is not None]
-    seeds = c.x("seeds") if isinstance(c.x("seeds"), list) else []
-    mean = num(c.x("test_accuracy_mean"))
-    protocol = c.x("protocol", "?")
+def _accuracy_row(c: CellRecord) -> dict:
+    accs = [a for a in (c.info.test_accuracies or []) if num(a) is not None]
+    seeds = c.info.seeds if isinstance(c.info.seeds, list) else []
+    mean = num(c.info.test_accuracy_mean)
+    protocol = (c.info.protocol or "?")
     return {
         "impl": c.impl,
         "protocol": protocol,
-        "label": f"{protocol} split, {'augmented' if c.x('augment') else 'no augmentation'}",
-        "augment": c.x("augment"),
-        "epochs": c.x("epochs"),
+        "label": f"{protocol} split, {'augmented' if c.info.augment else 'no augmentation'}",
+        "augment": c.info.augment,
+        "epochs": c.info.epochs,
         "seeds": seeds,
         "n_seeds": len(seeds) or len(accs),
         "mean": mean if mean is not None else (accs[0] if len(accs) == 1 else None),
-        "sd": num(c.x("test_accuracy_sd")),
+        "sd": num(c.info.test_accuracy_sd),
         "min": min(accs) if accs else None,
         "max": max(accs) if accs else None,
-        "from_cache": bool(c.x("from_cache", False)),
-        "train_s": num(c.x("train_s")),
-        "data": c.x("data"),
-        "config": config_label(c.x("image_size"), c.x("pool_stride")),
-        "batch_size": c.x("batch_size"),
+        "from_cache": bool(c.info.from_cache),
+        "train_s": num(c.info.train_s),
+        "data": c.info.data,
+        "config": config_label(c.info.image_size, c.info.pool_stride),
+        "batch_size": c.info.batch_size,
         "commands": commands([c]),
     }
 
@@ -416,10 +429,10 @@ def timed_regions(model: Model) -> list[dict]:
     for c in model.ok("step"):
         if c.copy:
             continue
-        if c.x("timed_region"):
-            regions[c.impl][str(c.x("timed_region"))].add(c.device)
-        if c.x("user_loop") and str(c.x("user_loop")) not in loops[c.impl]:
-            loops[c.impl].append(str(c.x("user_loop")))
+        if c.info.timed_region:
+            regions[c.impl][str(c.info.timed_region)].add(c.device)
+        if c.info.user_loop and str(c.info.user_loop) not in loops[c.impl]:
+            loops[c.impl].append(str(c.info.user_loop))
     rows = []
     for name in impls.sort([*regions, *loops]):
         for text, devs in regions.get(name, {None: set()}).items():

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from reports.model import AA_SUFFIX, TUNED_SUFFIX, Cell, Machine, Model, as_dict
+from benchmarks.record import AA_SUFFIX, TUNED_SUFFIX, CellRecord, as_dict
+from reports.model import Machine, Model
 
 # The origin model as it runs: Flax's nn.max_pool without `strides` pools with stride 1.
 ORIGIN_SPEC = {
@@ -52,7 +53,7 @@ class Impls:
     def of(cls, model: Model) -> Impls:
         found: dict[str, None] = {}
         for c in model.cells:
-            parity = as_dict(as_dict(c.x("parity")).get("impls"))
+            parity = as_dict(as_dict(c.info.parity).get("impls"))
             found.update(dict.fromkeys(parity if c.kind == "parity" else [c.impl]))
         found.update(dict.fromkeys(p.impl for p in model.history))
         found.pop("?", None)
@@ -123,15 +124,16 @@ def identity(model: Model) -> dict:
     impls = Impls.of(model)
     specs = [_spec_row(model, m) for m in model.machine_list() if m.spec or "spec_is_origin" in m.xf]
     return {
-        "parity": [_parity_table(model, c, impls) for c in model.cells if c.kind == "parity"],
+        "parity": sorted((_parity_table(model, c, impls) for c in model.cells if c.kind == "parity"),
+                         key=lambda p: p["workload"] != "origin"),
         "specs": specs,
         # strides actually measured in cells (a profile may run both)
         "strides_measured": _strides(model.cells),
     }
 
 
-def _parity_table(model: Model, c: Cell, impls: Impls) -> dict:
-    p = as_dict(c.x("parity"))
+def _parity_table(model: Model, c: CellRecord, impls: Impls) -> dict:
+    p = as_dict(c.info.parity)
     by_impl = as_dict(p.get("impls"))
     cols: list[str] = []
     for d in by_impl.values():
@@ -155,6 +157,7 @@ def _parity_table(model: Model, c: Cell, impls: Impls) -> dict:
         "not_run": as_dict(p.get("not_run")),
         "same_params": len(params) == 1 if params else None,
         "name": c.name,
+        "workload": c.workload,
     }
 
 
@@ -166,8 +169,8 @@ def _spec_row(model: Model, m: Machine) -> dict:
     return {"machine": m.label, "spec": m.spec, "is_origin": is_origin, "strides": strides}
 
 
-def _strides(cells: Iterable[Cell]) -> list:
-    return sorted({c.x("pool_stride") for c in cells if c.x("pool_stride") is not None}, key=str)
+def _strides(cells: Iterable[CellRecord]) -> list:
+    return sorted({c.info.pool_stride for c in cells if c.info.pool_stride is not None}, key=str)
 
 
 def _scalar(v: Any) -> bool:
@@ -192,9 +195,9 @@ def data_view(model: Model) -> tuple[list[dict], bool]:
     return rows, any(len(v) > 1 for v in fps.values())
 
 
-def _dataset_row(m: Machine, d: dict, cells: list[Cell]) -> dict:
+def _dataset_row(m: Machine, d: dict, cells: list[CellRecord]) -> dict:
     src = str(d.get("source") or "unknown")
-    used_by = sorted({c.kind for c in cells if c.x("dataset_fingerprint") == d.get("fingerprint")})
+    used_by = sorted({c.kind for c in cells if c.info.dataset_fingerprint == d.get("fingerprint")})
     splits = [{"split": split, "counts": counts, "total": sum(v for v in counts.values() if isinstance(v, int))}
               for split, counts in as_dict(d.get("splits")).items() if isinstance(counts, dict)]
     return {
@@ -250,7 +253,7 @@ def _thread_rows(model: Model, ms: list[Machine]) -> list[tuple[str, list]]:
     an A/A copy only where it differs from its original."""
     found: dict[tuple[str, str], list[str]] = defaultdict(list)
     for c in model.ok("step"):
-        if isinstance(c.x("threads"), dict) and (t := _compact(c.x("threads"))) not in found[(c.impl, c.machine)]:
+        if isinstance(c.info.threads, dict) and (t := _compact(c.info.threads)) not in found[(c.impl, c.machine)]:
             found[(c.impl, c.machine)].append(t)
     rows = []
     for name in Impls.of(model).sort(n for n, _ in found):
@@ -285,7 +288,7 @@ def problems(model: Model) -> list[dict]:
     order = {"failed": 0, "missing": 1, "warning": 2, "skipped": 3}
     rows = []
     for c in model.cells:
-        warnings = c.x("warnings") or []
+        warnings = c.info.warnings or []
         if c.status == "ok" and not warnings:
             continue
         rows.append(
@@ -294,8 +297,8 @@ def problems(model: Model) -> list[dict]:
                 "status": c.status if c.status != "ok" else "warning",
                 "kind": c.kind,
                 "cell": c.name if c.name != c.id else c.id,
-                "impl": c.impl if c.x("impl") else None,
-                "device": c.x("device"),
+                "impl": c.impl if c.info.impl else None,
+                "device": c.info.device,
                 "reason": c.reason or "; ".join(warnings) or "(no reason given)",
                 "run": c.run_id,
             }

@@ -7,14 +7,24 @@ import os
 import prerequisites
 import pytest
 
-from benchmarks import parity
-from benchmarks.spec import ModelSpec
+from benchmarks import parity, workloads
+
+
+class _ParityByWorkload(dict):
+    """Workload -> every implementation of it against the reference, run on first use: the origin at 32x32
+    over 4 Adam steps, any other workload at 16x16 over 10 (its trajectory of loss and state)."""
+
+    def __missing__(self, name: str) -> dict:
+        w = workloads.get(name)
+        spec = w.make_spec(32 if w.is_origin else 16, 1)
+        self[name] = parity.run_parity(spec, steps=4 if w.is_origin else 10, batch_size=8, seed=0,
+                                       impls=tuple(w.impls), workload=w.name)
+        return self[name]
 
 
 @pytest.fixture(scope="session")
 def parity_32():
-    """Every registered implementation against the reference, 32x32 origin spec, 4 Adam steps."""
-    return parity.run_parity(ModelSpec(image_size=32), steps=4, batch_size=8, seed=0)
+    return _ParityByWorkload()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,10 +1,11 @@
-"""Contract tests: every registered implementation, through the same checks.
+"""Contract tests: every implementation of every workload, through the same checks.
 
-A new implementation is covered by registering it: nothing here names one.
+A new implementation or workload is covered by registering it: nothing here names one.
 Each implementation runs in its own processes (Keras fixes its backend at
 import): one probe of the adapter itself, one worker driven over the real
 pipe, and its row of the shared parity run (logits and trajectory against the
-reference, in `conftest.py`).
+reference, in `conftest.py`). Each runtime module is held to the `Runtime` protocol
+in a process of its own too (a TensorFlow process never imports JAX).
 """
 
 from __future__ import annotations
@@ -18,35 +19,42 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from benchmarks import registry
+from benchmarks import registry, runtimes, workloads
 from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.worker_client import Worker
 
-NAMES = registry.NAMES
-SPEC = ModelSpec(image_size=16)
+# (workload, implementation); the origin's test ids are the implementation's name alone, as they were
+CASES = [(w.name, name) for w in workloads.all_workloads().values() for name in w.impls]
+IDS = [name if w == workloads.ORIGIN else f"{w}-{name}" for w, name in CASES]
+SPECS = {w.name: w.make_spec(16, 1) for w in workloads.all_workloads().values()}
 
 PROBE = r"""
 import json, sys
 import numpy as np
 from benchmarks import registry
 from benchmarks.contract import Implementation
-from benchmarks.spec import ModelSpec, TrainConfig
-name, spec = sys.argv[1], ModelSpec.from_dict(json.loads(sys.argv[2]))
-cls = registry.load(name)
+from benchmarks import workloads
+from benchmarks.spec import TrainConfig
+name, workload = sys.argv[1], workloads.get(sys.argv[3])
+spec = workload.spec(json.loads(sys.argv[2]))
+cls = registry.load(name, workload.name)
 impl = cls(name, spec, TrainConfig(batch_size=8), seed=0)
 out = {"subclass": issubclass(cls, Implementation), "backend": impl.backend, "params": impl.num_params(),
-       "device": impl.device_name(), "timed_region": impl.timed_region}
+       "state": impl.num_state(), "device": impl.device_name(), "timed_region": impl.timed_region}
 w = impl.get_weights()
 out["shapes"] = {k: list(v.shape) for k, v in w.items()}
 out["biases_zero"] = all(not np.any(v) for k, v in w.items() if k.endswith("/bias"))
 rng = np.random.default_rng(1)
 new = {k: (rng.standard_normal(v.shape) * 0.05).astype(np.float32) for k, v in w.items()}
+new.update({k: 0.5 + np.abs(v) for k, v in new.items() if k.endswith("/var")})  # a variance is positive
 impl.set_weights(new)
 back = impl.get_weights()
 out["roundtrip_exact"] = all(np.array_equal(back[k], new[k]) for k in new)
 errors = {}
-for case, bad in (("missing", {k: v for k, v in new.items() if k != "dense2/bias"}),
-                  ("shape", {**new, "dense2/bias": np.zeros(3, np.float32)})):
+last = sorted(new)[-1]
+out["last_key"] = last
+for case, bad in (("missing", {k: v for k, v in new.items() if k != last}),
+                  ("shape", {**new, last: np.zeros(3, np.float32)})):
     try:
         impl.set_weights(bad)
     except ValueError as e:
@@ -63,22 +71,49 @@ print("PROBE" + json.dumps(out))
 """
 
 
-def _probe(name: str) -> dict:
+# every member of a protocol, present on the runtime with the same parameters (names, kinds, defaults)
+RUNTIME_CHECK = r"""
+import inspect, json, sys
+from benchmarks import runtimes
+
+def parameters(fn, skip_self):
+    return [(p.name, p.kind.name, repr(p.default)) for p in list(inspect.signature(fn).parameters.values())[skip_self:]]
+
+def mismatches(protocol, provider):
+    out = []
+    for name in sorted({n for n in vars(protocol) if not n.startswith("_")} | set(protocol.__annotations__)):
+        declared, provided = getattr(protocol, name, None), getattr(provider, name, None)
+        if provided is None:
+            out.append(f"{name}: missing")
+        elif callable(declared) and parameters(declared, 1) != parameters(provided, 0):
+            out.append(f"{name}{inspect.signature(provided)}, declared {name}{inspect.signature(declared)}")
+    return out
+
+runtime = runtimes.for_backend(sys.argv[1])
+events = runtime.CompileEvents()
+print("CHECK" + json.dumps(mismatches(runtimes.Runtime, runtime) + mismatches(runtimes.CompileEventLog, events)))
+"""
+
+
+def _probe(workload: str, name: str) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
     env.pop("KERAS_BACKEND", None)
-    proc = subprocess.run([sys.executable, "-c", PROBE, name, json.dumps(SPEC.to_dict())],
+    proc = subprocess.run([sys.executable, "-c", PROBE, name, json.dumps(SPECS[workload].to_dict()), workload],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE")][-1]
     return json.loads(line[len("PROBE"):])
 
 
-def _drive_worker(name: str, tmp) -> dict:
+def _drive_worker(workload: str, name: str, tmp) -> dict:
     """setup, first_step, warmup, steps and finish over the real pipe, as the harness does."""
-    cell = {"impl": name, "device": "cpu", "spec": SPEC.to_dict(), "train": TrainConfig(batch_size=8).to_dict(),
-            "seed": 0, "data": {"source": "synthetic", "data_dir": None, "image_size": SPEC.image_size,
+    spec = SPECS[workload]
+    cell = {"impl": name, "device": "cpu", "spec": spec.to_dict(), "train": TrainConfig(batch_size=8).to_dict(),
+            "seed": 0, "data": {"source": "synthetic", "data_dir": None, "image_size": spec.image_size,
                                 "protocol": "original", "seed": 0, "cache_dir": str(tmp / "cache")}}
-    with Worker(tmp / f"{name}.log", registry.entry(name).keras_backend, timeout_s=600) as w:
+    if workload != workloads.ORIGIN:
+        cell["workload"] = workload
+    with Worker(tmp / f"{workload}-{name}.log", registry.entry(name).keras_backend, timeout_s=600) as w:
         out = {"hello": w.call("hello"), "setup": w.call("setup", cell=cell), "first": w.call("first_step")}
         out["warmup"] = w.call("warmup", n=2)
         w.call("before_timing")
@@ -90,74 +125,106 @@ def _drive_worker(name: str, tmp) -> dict:
         out["recompile"] = w.call("recompile", n=2)
         out["inject"] = w.call("inject", fraction=0.5, steps=1)
         out["injected_loss"] = w.call("steps", n=2)
-        stride2 = {**cell, "spec": ModelSpec(image_size=16, pool_stride=2).to_dict()}
+        # to the origin at pool stride 2: another spec, or another workload too
+        stride2 = {k: v for k, v in cell.items() if k != "workload"} | {"spec": MOVED.to_dict()}
         out["moved"] = w.call("setup", cell=stride2)
         out["moved_loss"] = w.call("steps", n=2)
     return out
 
 
-def _each(fn, *args) -> dict:
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(fn, name, *args) for name in NAMES}
-        return {name: f.result() for name, f in futures.items()}
+MOVED = ModelSpec(image_size=16, pool_stride=2)
+
+
+class _ByWorkload(dict):
+    """case -> fn(*case, *args), run on first use for every case of that case's workload, two at a time
+    (so `-k <workload>` runs that workload's alone)."""
+
+    def __init__(self, fn, *args):
+        super().__init__()
+        self.fn, self.args = fn, args
+
+    def __missing__(self, case: tuple[str, str]) -> dict:
+        mine = [c for c in CASES if c[0] == case[0]]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {c: pool.submit(self.fn, *c, *self.args) for c in mine}
+            self.update({c: f.result() for c, f in futures.items()})
+        return self[case]
 
 
 @pytest.fixture(scope="module")
 def probes():
-    return _each(_probe)
+    return _ByWorkload(_probe)
 
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory):
-    return _each(_drive_worker, tmp_path_factory.mktemp("workers"))
+    return _ByWorkload(_drive_worker, tmp_path_factory.mktemp("workers"))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_fulfils_the_contract(probes, name):
-    p = probes[name]
-    assert p["subclass"] and p["backend"] == registry.entry(name).backend
+@pytest.mark.parametrize("backend", runtimes.MODULES)
+def test_runtime_modules_provide_the_runtime_protocol(backend):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", RUNTIME_CHECK, backend], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("CHECK")][-1]
+    assert json.loads(line[len("CHECK"):]) == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_fulfils_the_contract(probes, case):
+    p = probes[case]
+    assert p["subclass"] and p["backend"] == registry.entry(case[1]).backend
     assert p["device"] == "cpu" and p["timed_region"]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_parameter_count(probes, parity_32, name):
-    assert probes[name]["params"] == SPEC.num_params
-    assert parity_32["impls"][name]["params"] == 1_848_482
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_parameter_and_state_counts(probes, parity_32, case):
+    workload, name = case
+    assert probes[case]["params"] == SPECS[workload].num_params
+    assert probes[case]["state"] == SPECS[workload].num_state
+    result = parity_32[workload]
+    assert result["impls"][name]["params"] == result["expected_params"]
+    assert workload != workloads.ORIGIN or result["expected_params"] == 1_848_482  # the origin at 32 px
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_weights_round_trip_in_the_neutral_layout(probes, name):
-    p = probes[name]
-    assert p["shapes"] == {k: list(v) for k, v in SPEC.weight_shapes().items()}
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_weights_round_trip_in_the_neutral_layout(probes, case):
+    p = probes[case]
+    assert p["shapes"] == {k: list(v) for k, v in SPECS[case[0]].weight_shapes().items()}
     assert p["biases_zero"] and p["roundtrip_exact"]
-    assert "weight keys differ" in p["errors"]["missing"] and "dense2/bias" in p["errors"]["shape"]
+    assert "weight keys differ" in p["errors"]["missing"] and p["last_key"] in p["errors"]["shape"]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_logits_match_the_reference(parity_32, name):
-    assert parity_32["impls"][name]["max_abs_logit_diff"] <= 1e-5
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_logits_match_the_reference(parity_32, case):
+    assert parity_32[case[0]]["impls"][case[1]]["max_abs_logit_diff"] <= 1e-5
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_short_trajectory_matches_the_reference(parity_32, name):
-    row = parity_32["impls"][name]
-    assert len(row["losses"]) == parity_32["steps"]
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_short_trajectory_matches_the_reference(parity_32, case):
+    result = parity_32[case[0]]
+    row = result["impls"][case[1]]
+    assert len(row["losses"]) == result["steps"]
     assert row["max_rel_loss_diff"] <= 1e-5  # matched Adam: far inside the 1e-3 bound
+    if "expected_state" in result:  # the running statistics after every step, and eval mode with them
+        assert row["max_rel_state_diff"] <= 1e-4 and row["max_abs_trained_logit_diff"] <= result["trained_logit_bound"]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_evaluation_counts_the_ragged_last_batch(probes, name):
-    p = probes[name]
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_evaluation_counts_the_ragged_last_batch(probes, case):
+    p = probes[case]
     assert p["eval"]["count"] == 11
     assert p["eval"]["accuracy"] == pytest.approx(p["eval_accuracy_from_logits"])
     assert p["eval"]["loss"] > 0
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_worker_protocol_and_zero_retraces(workers, name):
-    w = workers[name]
-    assert name in w["hello"]["impls"] and w["hello"]["protocol"] >= 1
-    assert w["setup"]["params"] == SPEC.num_params and w["setup"]["timed_region"]
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_worker_protocol_and_zero_retraces(workers, case):
+    workload, name = case
+    w = workers[case]
+    assert name in w["hello"]["impls"] and workload in w["hello"]["workloads"] and w["hello"]["protocol"] >= 1
+    assert w["setup"]["params"] == SPECS[workload].num_params and w["setup"]["timed_region"]
     assert w["first"]["first_step_s"] > 0 and len(w["warmup"]) == 2
     assert all(isinstance(v, float) and v == v for v in w["losses"])
     fin = w["finish"]
@@ -169,30 +236,30 @@ def test_worker_protocol_and_zero_retraces(workers, name):
     assert w["setup"]["threads"]["cpu_affinity"] >= 1
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_the_step_taken_apart(workers, name):
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_step_taken_apart(workers, case):
     """The breakdown times forward, forward + backward and the update, each compiled on its own; the
     worker trains on afterwards."""
-    w = workers[name]
+    w = workers[case]
     assert set(w["breakdown"]) == {"forward_s", "forward_backward_s", "update_s"}
     assert all(v > 0 for v in w["breakdown"].values()), w["breakdown"]
     assert math.isfinite(w["after_breakdown"])
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_an_epoch_as_users_run_it(workers, name):
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_an_epoch_as_users_run_it(workers, case):
     """fit_epoch over host arrays: Keras's model.fit, the others' one-step-per-batch loop."""
-    fin = workers[name]["finish"]
+    fin = workers[case]["finish"]
     assert fin["user_epoch_s"] > 0 and fin["user_images_per_s"] > 0 and fin["user_loop"]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_compile_time_sampled_again_and_the_gate_ops(workers, name):
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_compile_time_sampled_again_and_the_gate_ops(workers, case):
     """forget_compiled makes the next step compile for real, in every framework; the self-test's
-    injected work leaves the step's result alone; a worker moves to another spec."""
-    w = workers[name]
+    injected work leaves the step's result alone; a worker moves to another spec (of another workload)."""
+    w = workers[case]
     assert w["recompile"]["compiles"] >= 2 and all(s > 0 for s in w["recompile"]["compile_s"])
     assert w["inject"]["work_units_per_step"] >= 1 and math.isfinite(w["inject"]["injected_fraction"])
     assert math.isfinite(w["injected_loss"])
-    assert w["moved"]["params"] == ModelSpec(image_size=16, pool_stride=2).num_params != SPEC.num_params
+    assert w["moved"]["params"] == MOVED.num_params != SPECS[case[0]].num_params
     assert math.isfinite(w["moved_loss"])

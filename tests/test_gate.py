@@ -22,7 +22,7 @@ import pytest
 from benchmarks import machine, registry
 from benchmarks.cli import main as cli_main
 from benchmarks.gate import GateInputError, ab, baseline, cli, history, stats, worktree
-from benchmarks.harness import payload
+from benchmarks.inputs import payload
 from benchmarks.profiles import Cell
 from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.worker_client import CellSkipped, Protocol, WorkerError
@@ -47,7 +47,7 @@ def _imports(module: str) -> set[str]:
 
 def test_gate_modules_import_one_way_and_stats_is_pure():
     assert {m.split(".")[0] for m in _imports("stats")} <= {"__future__", "math", "dataclasses", "numpy"}
-    assert {m for m in _imports("history") if m.startswith("benchmarks")} <= {"benchmarks.store"}
+    assert {m for m in _imports("history") if m.startswith("benchmarks")} <= {"benchmarks.store", "benchmarks.record"}
     for i, module in enumerate(LAYERS):
         inner = {m.split(".")[2] for m in _imports(module) if m.startswith("benchmarks.gate.")}
         assert inner <= set(LAYERS[:i]) | {"GateInputError"}, f"{module} imports {inner}"
@@ -479,7 +479,7 @@ def _cell(impl="flax", **spec):
 
 
 def _fit(cell, base=OLD, head=NEW, metric="step"):
-    from benchmarks.harness import payload
+    from benchmarks.inputs import payload
 
     return ab.fit_cell(ab.GateCell(cell, metric), payload(cell, {"source": "synthetic"}), {"base": base, "head": head},
                        COMMIT)
@@ -756,3 +756,16 @@ def test_gate_against_a_real_legacy_commit_with_no_per_machine_file(tmp_path, mo
     assert f"flax-nnx-cpu-s32-p1-b32: skipped -- baseline commit {commit[:7]} lacks flax-nnx" in out
     assert by_impl["flax"]["status"] == "ok" and by_impl["flax"]["pairs"][0]["samples"] >= 12
     assert rc == (1 if by_impl["flax"]["regressed"] else 0) == last["exit_status"]
+
+
+def test_the_gate_gates_the_origin_unless_asked_and_never_an_installed_packages_workload(monkeypatch):
+    from benchmarks import workloads
+
+    assert {gc.cell.workload for gc in ab.gate_cells(["flax"])} == {"origin"}
+    both = ab.gate_cells(["flax"], workload_names=cli.parse_workloads("all"))
+    assert [gc.key for gc in both if gc.cell.workload == "resnet"] == ["resnet.flax-cpu-s32-b32-compile",
+                                                                         "resnet.flax-cpu-s32-b32"]
+    foreign = workloads.Workload("mlp", "an MLP", None, None, {}, source="xfbench-example-mlp 0.1")
+    monkeypatch.setattr(workloads, "all_workloads", lambda: {**workloads.BUILT_IN, "mlp": foreign})
+    with pytest.raises(GateInputError, match="mlp come.*installed package"):
+        cli.parse_workloads("mlp")

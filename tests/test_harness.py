@@ -110,7 +110,7 @@ def test_batch_too_large_for_memory_fails_before_allocating(tmp_path):
 def test_nan_loss_fails_the_accuracy_run(tmp_path):
     from benchmarks.weights import reference_weights_file
 
-    weights = reference_weights_file(ModelSpec(16), 0, tmp_path / "weights", code_key="test")
+    weights = reference_weights_file("origin", ModelSpec(16), 0, tmp_path / "weights", code_key="test")
     with Worker(tmp_path / "w.log", None, timeout_s=120) as w:
         w.call("setup", cell=payload(tmp_path, learning_rate=1e12))
         with pytest.raises(WorkerError, match="non-finite"):
@@ -176,7 +176,7 @@ def test_the_automatic_source_is_resolved_per_image_size(tmp_path, monkeypatch):
     """Offline, nothing named: the session's 32 px cells read the embedded real images and its 48 px
     cells the synthetic stand-in; workers are told the resolved source, and every summary keeps the
     automatic choice's reason."""
-    from benchmarks.harness import DataChoice
+    from benchmarks.inputs import DataChoice
     from shared_data import sources
 
     monkeypatch.delenv("XFBENCH_DATA_DIR", raising=False)
@@ -349,7 +349,7 @@ def test_cell_keys_tell_every_setting_apart():
 def test_the_tuned_copy_is_its_own_series_with_its_settings(tmp_path, monkeypatch):
     """`--xf-tuned flax`: a copy of flax's step cells, named apart, whose workers get TUNED_ENV (XLA_FLAGS
     after the caller's own); the keys and reproduce commands tell it apart."""
-    from benchmarks.harness import TUNED_ENV
+    from benchmarks.inputs import TUNED_ENV
     from benchmarks.profiles import PROFILES, cells
 
     matrix = [c for c in cells(PROFILES["default"], ("flax", "keras-tf"), ("cpu",), tuned="flax") if c.kind == "step"]
@@ -368,14 +368,14 @@ def test_reproduce_selects_exactly_its_cell_even_the_aa_copy():
     """The recorded command's -k expression parses (an A/A id's "~" would not) and picks its own cell."""
     from _pytest.mark.expression import Expression
 
-    from benchmarks.harness import select
+    from benchmarks.record import select_expression
     from benchmarks.profiles import PROFILES, cells
 
     matrix = [c for c in cells(PROFILES["default"], ("flax", "flax-nnx"), ("cpu",), aa="flax", tuned="flax")
               if c.kind == "step"]
     names = [f"test_step[{c.id}]" for c in matrix]
     for cell in matrix:
-        expr = Expression.compile(select(cell))
+        expr = Expression.compile(select_expression(cell.id))
         chosen = [n for n in names if expr.evaluate(lambda ident, n=n: ident in n)]
         own = f"test_step[{cell.id}]"
         # -k matches substrings: replicate 0's id also picks its replicates -r1, -r2 (same command)
@@ -539,3 +539,54 @@ def test_the_report_reads_a_harness_result_from_a_gpu_by_precision(bench_run, tm
     assert [len(b["speed"]) for b in blocks] == [1, 1]
     page = build_report([path], tmp_path / "index.html", include_published=False).read_text()
     assert "NVIDIA H200 · bf16" in page
+
+
+# ---------------------------------------------------------------- workloads
+
+
+def test_a_second_workload_has_its_own_namespace_and_leaves_the_origin_as_it_was():
+    from benchmarks import workloads
+    from benchmarks.inputs import payload
+    from benchmarks.profiles import cells, profile
+
+    p = profile("default")
+    origin = cells(p, aa="flax")
+    both = cells(p, aa="flax", workload_names=("origin", "resnet"))
+    assert [c.id for c in both[:len(origin)]] == [c.id for c in origin]  # the origin's ids, unchanged
+    resnet = both[len(origin):]
+    assert resnet and all(c.id.startswith("resnet.") and c.workload == "resnet" for c in resnet)
+    assert not any(c.aa_copy for c in resnet)  # the A/A control is the origin's: one noise floor per machine
+    assert {c.id for c in resnet if c.kind == "step"} >= {"resnet.step-keras-tf-cpu-s64-b32"}
+    # the origin's payload names no workload: the gate's baseline worker gets what it always got
+    assert "workload" not in payload(origin[0], {}) and payload(resnet[0], {})["workload"] == "resnet"
+    gpu = cells(profile("gpu"), workload_names=("resnet",))
+    assert {c.train.precision for c in gpu} == {"float32"}  # its implementations run in float32 only
+    assert workloads.parse("all") == tuple(workloads.BUILT_IN)
+    with pytest.raises(ValueError, match="unknown workload 'vit'.*origin, resnet"):
+        workloads.parse("origin,vit")
+
+
+def test_a_tree_without_workloads_skips_their_cells():
+    from benchmarks.worker_client import CellSkipped, Protocol
+
+    old = Protocol(3, ("flax",), ("image_size",), ("batch_size",))  # what a tree from before workloads says
+    with pytest.raises(CellSkipped, match="no resnet workload"):
+        old.fit({"impl": "flax", "workload": "resnet", "spec": {}, "train": {}})
+
+
+def test_the_second_workload_end_to_end(tmp_path):
+    """Step, accuracy and parity cells of the resnet workload through `pytest --benchmark-only`: ids in its
+    namespace, its workload in every record, its own section in the report."""
+    proc = run_bench(tmp_path, "--xf-workloads=resnet", timeout=600)  # flax alone: the others' parity is the contract tests'
+
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    ids = {b["extra_info"].get("kind"): b for b in out["benchmarks"]}
+    assert set(ids) == {"step", "accuracy", "parity"}
+    assert all(b["extra_info"]["workload"] == "resnet" for b in out["benchmarks"])
+    parity = ids["parity"]["extra_info"]["parity"]
+    assert parity["workload"] == "resnet" and parity["expected_state"] == 672 and parity["impls"]["flax"]["state"] == 672
+    step = ids["step"]["extra_info"]
+    assert "--xf-workloads=resnet" in step["command"] and f"-k 'resnet.step-{step['impl']}-cpu-s16-b8'" in step["command"]
+    html = (tmp_path / "index.html").read_text()
+    assert 'id="workload-resnet"' in html and "workload resnet" in html

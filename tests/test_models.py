@@ -65,7 +65,7 @@ for key, d in specs.items():
         impl.sync(impl.run_steps(batch, 1))
 
         def metric_values():
-            impl._sync_state()
+            impl._keras_backend.sync_state()
             return [float(keras.ops.convert_to_numpy(v)) for v in impl.model.metrics_variables]
 
         impl.before_timing()

@@ -14,23 +14,23 @@ from benchmarks.spec import ModelSpec, TrainConfig
 
 
 def test_all_impls_reported(parity_32):
-    assert list(parity_32["impls"]) == list(NAMES)
-    assert parity_32["spec"]["image_size"] == 32
-    assert parity.violations(parity_32) == []
+    assert list(parity_32["origin"]["impls"]) == list(NAMES)
+    assert parity_32["origin"]["spec"]["image_size"] == 32
+    assert parity.violations(parity_32["origin"]) == []
 
 
 def test_native_adam_drift_is_real_and_reported(parity_32):
     """optax.adam (eps after bias correction) drifts from Keras Adam; the matched form does not."""
-    ref = parity_32["impls"][REFERENCE]
+    ref = parity_32["origin"]["impls"][REFERENCE]
     drift = ref["native_adam_max_rel_loss_diff"]
-    matched = max(parity_32["impls"][n]["max_rel_loss_diff"] for n in NAMES)
+    matched = max(parity_32["origin"]["impls"][n]["max_rel_loss_diff"] for n in NAMES)
     assert drift > 1e-5
     assert drift > 10 * matched
     assert set(ref["native_adam_vs"]) == set(NAMES) - {REFERENCE}
 
 
 def test_violations_are_detected(parity_32):
-    bad = json.loads(json.dumps(parity_32))
+    bad = json.loads(json.dumps(parity_32["origin"]))
     bad["impls"]["keras-tf"]["max_abs_logit_diff"] = 1.0
     bad["impls"]["keras-jax"]["params"] = 5
     problems = parity.violations(bad)
@@ -117,7 +117,7 @@ def test_bf16_stays_within_its_stated_tolerance_of_float32(parity_bf16, parity_3
     for name, row in parity_bf16["impls"].items():
         # bf16 is really in effect: every implementation moved off the float32 logits by far more
         # than the float32 twins differ from each other, and its losses off the float32 ones
-        assert row["max_abs_logit_diff"] > 100 * max(parity_32["impls"][name]["max_abs_logit_diff"], 1e-7), name
+        assert row["max_abs_logit_diff"] > 100 * max(parity_32["origin"]["impls"][name]["max_abs_logit_diff"], 1e-7), name
         assert row["float32_max_rel_loss_diff"] > 1e-4, name
     # and a real model error would not pass: the float32 bounds are far tighter than bf16's
     assert parity.bounds("bf16")["max_abs_logit_diff"] > 1000 * parity.bounds("float32")["max_abs_logit_diff"]

@@ -419,14 +419,14 @@ def test_ratios_never_cross_runs(tmp_path):
     assert head["keras-jax"]["configs"] == 1
     assert "other run</span>" in render.render(model)
     # a cell a later run reused from an interrupted one counts as the interrupted run's
-    reused = loading.Cell(machine="m", source="s", id="x", name="x", kind="step", status="ok", reason=None,
+    reused = loading.CellRecord(machine="m", source="s", id="x", name="x", kind="step", status="ok", reason=None,
                           stats=None, extra={"reused_from": "20250101-run"}, run_id="20250102-run")
     assert reused.measured_in == "20250101-run" and model_mod.Replicates([reused]).run == "20250101-run"
 
 
 def _evidence(impl, step_s, faults, kernel_s, phases):
     forward, fb, update = phases
-    cell = loading.Cell(machine="m", source="s", id=impl, name=impl, kind="step", status="ok", reason=None,
+    cell = loading.CellRecord(machine="m", source="s", id=impl, name=impl, kind="step", status="ok", reason=None,
                         stats={"median": step_s}, run_id="r",
                         extra={"impl": impl, "stats_unit": "step", "image_size": 64, "pool_stride": 2, "batch_size": 32,
                                "page_faults_per_step": faults, "kernel_s_per_step": kernel_s,
@@ -442,7 +442,7 @@ def test_a_large_gap_gets_its_reason_from_the_runs_own_evidence():
     assert "faults in 90 MiB of fresh memory every step (22,917 page faults, 35 ms in the kernel)" in why
     assert "where keras-tf reuses its memory (12 faults)" in why
     assert "the backward pass holds most of the gap (83.4 vs 44.9 ms, in steps of 95.0 vs 60.0 ms)" in why
-    bare = [model_mod.Replicates([loading.Cell(machine="m", source="s", id=i, name=i, kind="step", status="ok",
+    bare = [model_mod.Replicates([loading.CellRecord(machine="m", source="s", id=i, name=i, kind="step", status="ok",
                                                reason=None, stats={"median": t}, extra={"impl": i, "stats_unit": "step"})])
             for i, t in (("a", 0.2), ("b", 0.1))]
     assert verdict.reason(*bare).startswith("unexplained")
@@ -497,18 +497,18 @@ def reps(tmp_path_factory):
 
 def test_replicates_are_one_configuration(reps):
     model, _, _ = reps
-    configs = {(r.machine.split(" ")[0], r.impl, r.device, r.x("batch_size")): r for r in model.step_configs()}
+    configs = {(r.machine.split(" ")[0], r.impl, r.device, r.info.batch_size): r for r in model.step_configs()}
     flax = configs[("rep-box", "flax", "cpu", 32)]
     assert [c.replicate for c in flax.cells] == [0, 1, 2] and flax.n == flax.planned == 3
     assert flax.values("step_s") == report_samples.REPLICATE_STEPS[("cpu", 32)]["flax"]
     assert flax.step_s == pytest.approx(stats.geomean([0.0400, 0.0410, 0.0396]))
     assert flax.values("compile_s") == report_samples.REPLICATE_COMPILE["flax"]
     assert (flax.step_q("q1"), flax.step_q("q3")) == (0.0396, 0.0410)  # the range over processes
-    old = loading.Cell(machine="m", source="s", id="x", name="x", kind="step", status="ok", reason=None,
+    old = loading.CellRecord(machine="m", source="s", id="x", name="x", kind="step", status="ok", reason=None,
                        stats={"median": 0.5, "q1": 0.4}, extra={"steps_per_call": 10})
     assert old.replicate == 0 and model_mod.Replicates([old]).planned == 1  # an old cell: replicate 0 of 1
     assert old.step_s == pytest.approx(0.05)  # per call ÷ steps per call
-    new = loading.Cell(machine="m", source="s", id="y", name="y", kind="step", status="ok", reason=None,
+    new = loading.CellRecord(machine="m", source="s", id="y", name="y", kind="step", status="ok", reason=None,
                        stats={"median": 0.05}, extra={"steps_per_call": 10, "stats_unit": "step"})
     assert new.step_s == pytest.approx(0.05)  # already per step
 
@@ -649,8 +649,8 @@ def test_each_cell_shows_the_command_that_measures_it_again(reps, full, tmp_path
     model, _, _ = reps
     flax = next(r for r in model.step_configs() if r.machine.startswith("rep-box") and r.impl == "flax")
     assert [c.replicate for c in flax.cells] == [0, 1, 2]
-    assert model_mod.commands(flax.cells) == [flax.cells[0].x("command")]
-    assert model_mod.commands(flax.cells[1:]) == [c.x("command") for c in flax.cells[1:]]  # each its own
+    assert model_mod.commands(flax.cells) == [flax.cells[0].info.command]
+    assert model_mod.commands(flax.cells[1:]) == [c.info.command for c in flax.cells[1:]]  # each its own
     _, old_html, _ = full  # samples in the older formats, without commands
     assert "Commands that measure" not in old_html and 'class="cmd"' not in old_html
 

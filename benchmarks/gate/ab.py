@@ -22,8 +22,9 @@ import numpy as np
 from benchmarks import registry
 from benchmarks.gate import GateInputError, baseline, worktree
 from benchmarks.gate.stats import Decision, ProcessPairs, SequentialTest
-from benchmarks.harness import DataChoice, home, payload
+from benchmarks.inputs import DataChoice, home, payload
 from benchmarks.profiles import Cell, profile
+from benchmarks import workloads
 from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.worker_client import CellSkipped, Protocol, Worker, WorkerError
 from shared_data import DataError
@@ -49,19 +50,20 @@ class GateCell:
         return {**baseline.describe(self.cell), "metric": self.metric, "key": self.key}
 
 
-def gate_cells(impls, strides=(1, 2), metrics=METRICS) -> list[GateCell]:
-    """Per implementation, at the quick profile's size and batch (32 px, 32, cpu): compile time of the
-    first stride's step, then step time at each stride."""
+def gate_cells(impls, strides=(1, 2), metrics=METRICS, workload_names=(workloads.ORIGIN,)) -> list[GateCell]:
+    """Per workload and implementation, at the quick profile's size and batch (32 px, 32, cpu): compile
+    time of the first spec's step, then step time at each spec (the origin's: one per pool stride)."""
     quick = profile("quick")
     out = []
-    for impl in impls:
-        for i, stride in enumerate(strides):
-            cell = Cell("step", impl, "cpu", ModelSpec(quick.image_sizes[0], pool_stride=stride),
-                        TrainConfig(batch_size=quick.batch_sizes[0]))
-            if i == 0 and "compile" in metrics:
-                out.append(GateCell(cell, "compile"))
-            if "step" in metrics:
-                out.append(GateCell(cell, "step"))
+    for name in workload_names:
+        w = workloads.get(name)
+        for impl in (i for i in impls if i in w.impls):
+            for i, spec in enumerate(w.step_specs(quick.image_sizes[:1], strides)):
+                cell = Cell("step", impl, "cpu", spec, TrainConfig(batch_size=quick.batch_sizes[0]), workload=name)
+                if i == 0 and "compile" in metrics:
+                    out.append(GateCell(cell, "compile"))
+                if "step" in metrics:
+                    out.append(GateCell(cell, "step"))
     return out
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmarks import machine, registry
+from benchmarks import machine, registry, workloads
 from benchmarks.gate import GateInputError, worktree
-from benchmarks.harness import CODE_PATHS
+from benchmarks.inputs import CODE_PATHS
 from benchmarks.profiles import Cell
+from benchmarks.record import Info
 from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.store import ResultFileError, now_iso, read_json, write_json
 
@@ -100,7 +101,7 @@ def changed_impls(commit: str) -> list[str]:
     shared = (*CODE_PATHS, "pyproject.toml", "requirements.lock")
     if any(p == s or p.startswith(s.rstrip("/") + "/") for p in paths for s in shared):
         return list(registry.NAMES)
-    return [n for n in registry.NAMES if any(p.startswith(registry.entry(n).package + "/") for p in paths)]
+    return [n for n in registry.NAMES if any(p.startswith(pkg + "/") for p in paths for pkg in registry.entry(n).code_packages)]
 
 
 # --------------------------------------------------------------------------- the per-machine reference figures
@@ -111,13 +112,14 @@ def this_machine() -> dict:
 
 
 def key(cell: Cell) -> str:
-    """A step cell's name in the baseline file, e.g. "flax-cpu-s32-p1-b32"."""
-    return cell.id.removeprefix("step-")
+    """A step cell's name in the baseline file, e.g. "flax-cpu-s32-p1-b32" ("resnet.flax-cpu-s32-b32")."""
+    return cell.id.replace("step-", "", 1)
 
 
 def describe(cell: Cell) -> dict:
-    return {"impl": cell.impl, "device": cell.device, "image_size": cell.spec.image_size,
-            "pool_stride": cell.spec.pool_stride, "batch_size": cell.train.batch_size}
+    out = {"impl": cell.impl, "device": cell.device, "image_size": cell.spec.image_size,
+           "pool_stride": getattr(cell.spec, "pool_stride", None), "batch_size": cell.train.batch_size}
+    return out if cell.workload == workloads.ORIGIN else {**out, "workload": cell.workload}
 
 
 def path_for(baseline: str | None, baseline_dir: str, machine_class: str) -> Path:
@@ -201,11 +203,11 @@ def compare_results(results: str, threshold: float, reference: dict, impls) -> l
     data = _read(results, "")
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise GateInputError(f"{results}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    infos = [Info.read(b.get("extra_info") if isinstance(b, dict) else None) for b in data["benchmarks"]]
     try:
-        infos = [b.get("extra_info") or {} for b in data["benchmarks"]]
         out = [_compare(info, threshold, reference) for info in infos
-               if info.get("kind") == "step" and info.get("status", "ok") == "ok" and info.get("impl") in impls]
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+               if info.kind == "step" and (info.status or "ok") == "ok" and info.impl in impls]
+    except (ValueError, ZeroDivisionError) as e:
         raise GateInputError(f"{results}: a step cell lacks a figure the gate needs ({type(e).__name__}: {e})") from None
     if not out:
         raise GateInputError(f"{results}: no comparable cell: no ok step cell of {', '.join(impls)} in it")
@@ -216,21 +218,22 @@ def compare_results(results: str, threshold: float, reference: dict, impls) -> l
     return out
 
 
-def _compare(info: dict, threshold: float, reference: dict) -> dict:
-    cell = Cell("step", info["impl"], info.get("device_kind", info.get("device")),
-                ModelSpec(info["image_size"], pool_stride=info.get("pool_stride", 1)),
-                TrainConfig(batch_size=info["batch_size"]))
+def _compare(info: Info, threshold: float, reference: dict) -> dict:
+    lacking = [f for f in ("image_size", "batch_size", "step_s_median") if getattr(info, f) is None]
+    if lacking:
+        raise ValueError(f"{info.impl}'s step cell has no {', '.join(lacking)}")
+    cell = Cell("step", info.impl, info.device_kind or info.device,
+                ModelSpec(info.image_size, pool_stride=info.pool_stride or 1), TrainConfig(batch_size=info.batch_size))
     ref = reference["cells"].get(key(cell))
-    rec = {**describe(cell), "key": key(cell), "head_step_s": info.get("step_s_median"),
-           "head_peak_flops": info.get("peak_flops")}
+    rec = {**describe(cell), "key": key(cell), "head_step_s": info.step_s_median, "head_peak_flops": info.peak_flops}
     if ref is None:
         return {**rec, "status": "no reference", "regressed": False}
-    ratio = normalised_ratio(ref, info["step_s_median"], info.get("peak_flops"), info.get("matmul_rate_method"))
+    ratio = normalised_ratio(ref, info.step_s_median, info.peak_flops, info.matmul_rate_method)
     if ratio is not None:
         rec.update(normalised_vs_reference=ratio,
                    rule=f"normalised step > reference x {1 + threshold:.2f} (single run: no A/B test)")
     else:
-        ratio = info["step_s_median"] / ref["step_s"]
+        ratio = info.step_s_median / ref["step_s"]
         rec.update(rule="raw step vs reference (no calibration figure by the same method on both sides: "
                         "`xfbench gate --update-baseline` re-measures the reference)")
     return {**rec, "status": "ok", "ratio": ratio, "confidence": None, "regressed": ratio > 1 + threshold}

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import machine, registry
+from benchmarks import machine, registry, workloads
 from benchmarks.gate import GateInputError, ab, baseline, selftest, worktree
 from benchmarks.gate.stats import LOOKS, T975
-from benchmarks.harness import home
+from benchmarks.inputs import home
 from benchmarks.store import now_iso, write_json
 from shared_data.cli import bounded
 
@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated implementations (default: all), or 'changed': those whose code, or the "
                         "harness code every worker runs, differs from the base")
     p.add_argument("--strides", default="1,2", help="pool strides whose step time is gated (default 1,2)")
+    p.add_argument("--workloads", default=workloads.ORIGIN, metavar="NAMES",
+                   help="built-in workloads gated, comma-separated, or all (default: origin, whose budget and "
+                        "measured power the defaults hold); one the baseline commit lacks is listed as skipped")
     p.add_argument("--metrics", default=",".join(ab.METRICS), help="step, compile or both (default)")
     p.add_argument("--process-pairs", type=bounded(int, 1, max(T975) + 1), default=3,
                    help="fresh base/head process pairs a cell needs, all agreeing, to count as regressed "
@@ -94,6 +97,7 @@ def run(args) -> int:
             raise GateInputError(f"--compile-samples {args.compile_samples} can never reach --alpha {args.alpha}: "
                                  f"the smallest exact p-value is 2^-{args.compile_samples}; take more samples")
         impls = parse_impls(args.impls)
+        gated = parse_workloads(args.workloads)
         strides, metrics = parse_list(args.strides, "--strides", int, (1, 2)), parse_list(args.metrics, "--metrics", str, ab.METRICS)
         mc = baseline.this_machine()
         path = baseline.path_for(args.baseline, args.baseline_dir, mc["machine_class"])
@@ -124,7 +128,7 @@ def run(args) -> int:
                     print("xfbench gate: no implementation's code, nor the harness code, differs from the base: "
                           "nothing to gate")
                     return finish(args, verdict, 0, "pass", "no code changed since the base", time.monotonic() - t0)
-            records = ab.run_ab(args, commit, reference, ab.gate_cells(impls, strides, metrics), say)
+            records = ab.run_ab(args, commit, reference, ab.gate_cells(impls, strides, metrics, gated), say)
     except GateInputError as e:
         print(f"xfbench gate: {e}", file=sys.stderr)
         return finish(args, verdict, 2, "error", str(e), time.monotonic() - t0)
@@ -132,6 +136,19 @@ def run(args) -> int:
         finish(args, verdict, 130, "interrupted", "interrupted before a verdict", time.monotonic() - t0)
         raise
     return report(args, records, verdict, time.monotonic() - t0)
+
+
+def parse_workloads(text: str) -> tuple[str, ...]:
+    """--workloads: built-in workloads only (an installed package's is not gated)."""
+    try:
+        names = workloads.parse(text)
+    except ValueError as e:
+        raise GateInputError(f"--workloads: {e}") from None
+    foreign = [n for n in names if n not in workloads.BUILT_IN]
+    if foreign:
+        raise GateInputError(f"--workloads: {', '.join(foreign)} come(s) from an installed package, and the gate "
+                             f"measures built-in workloads only ({', '.join(workloads.BUILT_IN)})")
+    return names
 
 
 def parse_impls(text: str) -> list[str] | None:

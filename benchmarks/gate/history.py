@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from benchmarks.record import is_step_history_entry
 from benchmarks.store import ResultFileError, read_json, write_json
 
 
 def is_step(bench) -> bool:
-    info = bench.get("extra_info") if isinstance(bench, dict) else None
-    return (isinstance(info, dict) and info.get("kind") == "step" and info.get("status", "ok") == "ok"
-            and info.get("stats_unit") == "step")
+    return isinstance(bench, dict) and is_step_history_entry(bench.get("extra_info"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,11 @@
-"""JAX runtime helpers: devices, cost analysis, matmul rate, memory, compile events."""
+"""The JAX `Runtime` (devices, memory, compile events) and JAX's extras: cost analysis, dropping compiled
+functions, the matmul rate."""
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +34,7 @@ def device(kind: str) -> jax.Device:
 
 
 def device_name(dev: jax.Device) -> str:
+    """"cpu", or the GPU's model name (`device_kind`)."""
     return "cpu" if dev.platform == "cpu" else dev.device_kind
 
 
@@ -41,7 +44,7 @@ def put_batch(batch: dict, dev: jax.Device) -> dict:
             "label": jax.device_put(np.asarray(batch["label"], np.int32), dev)}
 
 
-def to_float(value) -> float:
+def to_float(value: jax.Array) -> float:
     """Block until a scalar is computed; return it as a float."""
     return float(jax.block_until_ready(value))
 
@@ -65,7 +68,7 @@ def platform_version(kind: str) -> str:
     return str(device(kind).client.platform_version)
 
 
-def block(tree) -> None:
+def block(tree: Any) -> None:
     """Wait until everything in `tree` is computed."""
     jax.block_until_ready(tree)
 
@@ -75,7 +78,7 @@ def forget_compiled() -> None:
     jax.clear_caches()
 
 
-def cost_analysis_flops(compiled) -> float | None:
+def cost_analysis_flops(compiled: jax.stages.Compiled) -> float | None:
     """FLOPs from XLA's cost analysis of a compiled function, or None where XLA gives none."""
     ca = compiled.cost_analysis()
     if isinstance(ca, (list, tuple)):  # older jax returned one dict per device
@@ -130,22 +133,22 @@ def peak_memory(kind: str) -> dict:
 class CompileEvents:
     """Sums jax.monitoring's compile durations and counts backend compiles, from `listen()` on."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.durations: dict[str, float] = {}
         self.compiles = 0
 
     def listen(self) -> None:
         names = {v: k for k, v in COMPILE_EVENTS.items()}
 
-        def on_duration(event, duration, **kwargs):
+        def on_duration(event: str, duration_secs: float, **kwargs: str | int) -> None:
             if event in names:
-                self.durations[names[event]] = self.durations.get(names[event], 0.0) + duration
+                self.durations[names[event]] = self.durations.get(names[event], 0.0) + duration_secs
             if event == COMPILE_EVENTS["compile_only_s"]:
                 self.compiles += 1
 
         jax.monitoring.register_event_duration_secs_listener(on_duration)
 
-    def split(self) -> dict:
+    def split(self) -> dict[str, float | None]:
         """trace / lower / compile seconds since the last `clear()`."""
         return {k: self.durations.get(k) for k in COMPILE_EVENTS}
 

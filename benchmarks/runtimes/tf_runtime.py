@@ -1,6 +1,8 @@
-"""TensorFlow runtime helpers: those of `jax_runtime` but the matmul rate (one calibration, by JAX)."""
+"""The TensorFlow `Runtime` (no extras: cost analysis and the matmul rate are JAX's)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +45,7 @@ def start_up(kind: str) -> None:
 
 
 def device_name(dev: str) -> str:
+    """"cpu", or the first GPU's model name as TensorFlow reports it."""
     if dev.startswith("/CPU"):
         return "cpu"
     gpu = tf.config.list_physical_devices("GPU")[0]
@@ -65,13 +68,13 @@ def platform_version(kind: str) -> str:
     return f"cuda {info.get('cuda_version')}, cudnn {info.get('cudnn_version')}"
 
 
-def block(tree) -> None:
+def block(tree: Any) -> None:
     """Wait until the outputs in `tree` are computed: the outputs of one compiled function are ready
     together, so reading the smallest one back waits for all of them."""
     min(tf.nest.flatten(tree), key=lambda t: t.shape.num_elements()).numpy()
 
 
-def to_float(value) -> float:
+def to_float(value: tf.Tensor) -> float:
     """Wait for a scalar tensor; return it as a float."""
     return float(value.numpy())
 
@@ -84,7 +87,8 @@ def threads() -> dict:
 
 
 def memory_limit_bytes(kind: str) -> int | None:
-    return None  # TensorFlow does not report a GPU's size before allocating
+    """None: TensorFlow does not report a GPU's size before allocating."""
+    return None
 
 
 def reset_peak_memory(kind: str) -> bool:
@@ -112,7 +116,8 @@ class CompileEvents:
     def listen(self) -> None:
         pass
 
-    def split(self) -> dict:
+    def split(self) -> dict[str, float | None]:
+        """No durations: every part None."""
         return dict.fromkeys(COMPILE_EVENTS)
 
     def clear(self) -> None:
