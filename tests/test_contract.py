@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from benchmarks import registry, runtimes, workloads
+from benchmarks import parity, registry, runtimes, workloads
 from benchmarks.spec import ModelSpec, TrainConfig
 from benchmarks.worker_client import Worker
 
@@ -206,9 +206,11 @@ def test_short_trajectory_matches_the_reference(parity_32, case):
     result = parity_32[case[0]]
     row = result["impls"][case[1]]
     assert len(row["losses"]) == result["steps"]
-    assert row["max_rel_loss_diff"] <= 1e-5  # matched Adam: far inside the 1e-3 bound
-    if "expected_state" in result:  # the running statistics after every step, and eval mode with them
-        assert row["max_rel_state_diff"] <= 1e-4 and row["max_abs_trained_logit_diff"] <= result["trained_logit_bound"]
+    if "expected_state" not in result:
+        assert row["max_rel_loss_diff"] <= 1e-5  # matched Adam: far inside the 1e-3 bound
+    else:  # the first step to rounding; the drifting rest (loss, running statistics, eval logits) to its bounds
+        assert row["max_rel_first_loss_diff"] <= 1e-5 and row["max_rel_first_state_diff"] <= 1e-5
+        assert not [p for p in parity.violations(result) if p.startswith(case[1] + ":")]
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

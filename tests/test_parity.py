@@ -121,3 +121,20 @@ def test_bf16_stays_within_its_stated_tolerance_of_float32(parity_bf16, parity_3
         assert row["float32_max_rel_loss_diff"] > 1e-4, name
     # and a real model error would not pass: the float32 bounds are far tighter than bf16's
     assert parity.bounds("bf16")["max_abs_logit_diff"] > 1000 * parity.bounds("float32")["max_abs_logit_diff"]
+
+
+def test_a_model_with_state_is_held_to_its_first_step_and_its_trajectory(parity_32):
+    """resnet: counts, the first step to rounding, the drifting trajectory to its bound, which stands above
+    the reference's own drift one ulp off (measured in the same run)."""
+    result = parity_32["resnet"]
+    assert parity.violations(result) == [] and result["expected_state"] == 672
+    floor = result["noise_floor"]
+    assert all(0 <= floor[k] < result["bounds"][k] for k in floor)
+    bad = json.loads(json.dumps(result))
+    bad["impls"]["keras-jax"]["state"] = 336
+    bad["impls"]["keras-tf"]["max_rel_first_state_diff"] = 0.05  # e.g. a momentum of 0.99 for 0.9
+    bad["impls"]["flax-nnx"]["max_abs_trained_logit_diff"] = 0.5
+    problems = parity.violations(bad)
+    assert any(p.startswith("keras-jax:") and "state values" in p for p in problems)
+    assert any(p.startswith("keras-tf:") and "first step" in p for p in problems)
+    assert any(p.startswith("flax-nnx:") and "after the trajectory" in p and "one ulp off" in p for p in problems)
