@@ -47,6 +47,7 @@ def render(model: Model, title: str = "xfbench report", figures: dict | None = N
         counts=views.status_counts(model),
         plot_seconds=t_plots,
         origin_spec=views.ORIGIN_SPEC,
+        workloads=model.workloads(),
     )
 
 
