@@ -129,11 +129,10 @@ def worker(name: str, in_path: str, out_path: str, config: dict) -> None:
         out.update({f"s:{k}": v for k, v in states.items()}, state_count=np.array(impl.num_state()),
                    trained_logits=impl.logits(images[0]))
         for i in range(NUDGES if config.get("noise_floor") else 0):  # the trajectory's own float32 drift
-            nudged = cls(name, spec, train, config["seed"], device=config["device"])
-            nudged.set_weights(_one_ulp_off(initial, config["seed"] + i))
-            floor_losses, floor_states = _trajectory(nudged, images, labels, state_keys)
+            impl.set_weights(_one_ulp_off(initial, config["seed"] + i))  # the optimizer reset, nothing traced again
+            floor_losses, floor_states = _trajectory(impl, images, labels, state_keys)
             out.update({f"floor{i}:s:{k}": v for k, v in floor_states.items()}, **{f"floor{i}:losses": floor_losses},
-                       **{f"floor{i}:trained_logits": nudged.logits(images[0])})
+                       **{f"floor{i}:trained_logits": impl.logits(images[0])})
     out.update({f"w:{k}": v for k, v in initial.items()})
     if config.get("native") and train.adam_form != "optax":
         native = cls(name, spec, dataclasses.replace(train, adam_form="optax"), config["seed"], device=config["device"])

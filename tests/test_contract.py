@@ -121,11 +121,11 @@ def _drive_worker(workload: str, name: str, tmp) -> dict:
         out["finish"] = w.call("finish", flops=True, user_epoch=True)
         out["breakdown"] = w.call("breakdown", repeats=2)
         out["after_breakdown"] = w.call("steps", n=3)  # the breakdown changed nothing the step uses
-        # the gate's ops: compile time sampled again, the self-test's extra work, another spec in the same worker
-        out["recompile"] = w.call("recompile", n=2)
-        out["inject"] = w.call("inject", fraction=0.5, steps=1)
-        out["injected_loss"] = w.call("steps", n=2)
-        # to the origin at pool stride 2: another spec, or another workload too
+        if workload in workloads.BUILT_IN:  # the gate's ops (it gates no installed workload): compile time
+            out["recompile"] = w.call("recompile", n=1)  # sampled again, the self-test's extra work
+            out["inject"] = w.call("inject", fraction=0.5, steps=1)
+            out["injected_loss"] = w.call("steps", n=2)
+        # another spec in the same worker: the origin at pool stride 2 (of another workload, or not)
         stride2 = {k: v for k, v in cell.items() if k != "workload"} | {"spec": MOVED.to_dict()}
         out["moved"] = w.call("setup", cell=stride2)
         out["moved_loss"] = w.call("steps", n=2)
@@ -258,10 +258,12 @@ def test_an_epoch_as_users_run_it(workers, case):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_compile_time_sampled_again_and_the_gate_ops(workers, case):
     """forget_compiled makes the next step compile for real, in every framework; the self-test's
-    injected work leaves the step's result alone; a worker moves to another spec (of another workload)."""
+    injected work leaves the step's result alone (in every workload the gate can gate); a worker moves to
+    another spec (of another workload)."""
     w = workers[case]
-    assert w["recompile"]["compiles"] >= 2 and all(s > 0 for s in w["recompile"]["compile_s"])
-    assert w["inject"]["work_units_per_step"] >= 1 and math.isfinite(w["inject"]["injected_fraction"])
-    assert math.isfinite(w["injected_loss"])
+    if case[0] in workloads.BUILT_IN:
+        assert w["recompile"]["compiles"] >= 1 and w["recompile"]["compile_s"][0] > 0
+        assert w["inject"]["work_units_per_step"] >= 1 and math.isfinite(w["inject"]["injected_fraction"])
+        assert math.isfinite(w["injected_loss"])
     assert w["moved"]["params"] == MOVED.num_params != SPECS[case[0]].num_params
     assert math.isfinite(w["moved_loss"])

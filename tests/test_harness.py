@@ -226,7 +226,7 @@ def test_calls_are_sized_so_the_round_trip_stays_small():
 
 def test_second_run_reuses_accuracy_from_cache(bench_run):
     tmp, _ = bench_run
-    proc = run_bench(tmp)
+    proc = run_bench(tmp, "-k", "accuracy")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "reusing its accuracy" in proc.stdout
     acc = [b for b in json.loads((tmp / "out.json").read_text())["benchmarks"] if b["extra_info"]["kind"] == "accuracy"]
