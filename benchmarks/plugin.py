@@ -17,7 +17,8 @@ import pytest
 from benchmarks import machine, record, registry, workloads
 from benchmarks.harness import Session
 from benchmarks.inputs import ROOT, DataChoice, code_fingerprint, data_choice
-from benchmarks.profiles import Cell, Profile, aa_series, cells, profile, step_order, step_precisions
+from benchmarks.profiles import (Cell, Profile, aa_series, cells, parity_cell_id, profile, step_order,
+                                 step_precisions)
 from benchmarks.spec import PRECISIONS, ModelSpec
 from benchmarks.store import RunFolder, git_commit, now_iso
 
@@ -245,6 +246,12 @@ def _cell_of(item) -> Cell | None:
     return params.get("step_cell") or params.get("accuracy_cell")
 
 
+def _record_id(item, p: Profile) -> str:
+    """The id of the record the item writes (a parity item's test id names its workload and precision only)."""
+    case = item.callspec.params.get("parity_case")
+    return parity_cell_id(p, *case) if case else item.callspec.id
+
+
 @pytest.fixture(scope="session")
 def xf(request):
     config = request.config
@@ -256,7 +263,7 @@ def xf(request):
         cell = _cell_of(item)
         if cell is not None:
             session.data_summary(cell)
-    planned = [item.callspec.id for item in items]
+    planned = [_record_id(item, state.profile) for item in items]
     session.run = session.interrupted_run(planned)
     if session.run is not None:  # the same plan, interrupted: continued under its own run id
         session.say(f"resuming the interrupted run {session.run.run_id} (same cells planned)")

@@ -234,6 +234,16 @@ def cells(p: Profile, impls=registry.NAMES, devices=("cpu",), aa: str | None = N
     return out
 
 
+def parity_spec(p: Profile, workload_name: str):
+    """The spec a profile checks `workload_name`'s identity at: its accuracy cells' (64 px at most)."""
+    return workloads.get(workload_name).make_spec(min(p.accuracy_image_size, 64), ORIGIN_POOL_STRIDE)
+
+
+def parity_cell_id(p: Profile, workload_name: str, precision: str) -> str:
+    spec = parity_spec(p, workload_name)
+    return record.parity_id(spec.image_size, spec.variant, precision, workload_name)
+
+
 def aa_series(p: Profile, impls, asked: str | None) -> str | None:
     """The implementation copied as the A/A control: the one asked for ("none": no control), else the
     profile's where it is selected, else the first selected one."""

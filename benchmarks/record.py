@@ -67,6 +67,11 @@ def test_name(kind: str, cell_id_: str) -> str:
     return f"test_{kind}[{cell_id_}]"
 
 
+def parameter_of(name: str) -> str | None:
+    """The parameter of a test name `test_name` made (a run's planned id before it planned record ids)."""
+    return name[name.index("[") + 1:-1] if name.endswith("]") and "[" in name else None
+
+
 def select_expression(cell_id_: str) -> str:
     """A `pytest -k` expression for the cell: its id, whose "~" (a copy's) -k cannot parse, becomes the
     halves around it, both required."""

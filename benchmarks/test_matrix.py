@@ -21,7 +21,7 @@ from benchmarks import record
 from benchmarks.harness import (
     FASTEST_MARGIN, MAX_OVERHEAD, accuracy_figures, per_step, replay_rounds, step_figures, warm_up,
 )
-from benchmarks.profiles import Cell
+from benchmarks.profiles import Cell, parity_cell_id, parity_spec
 
 PARITY_S = 60.0  # what a parity check takes at most so far (4 worker processes, 64 px): the deadline's estimate
 
@@ -129,17 +129,17 @@ def test_parity(benchmark, xf, parity_case: tuple[str, str]):
     timings: float32, and each other precision the step cells run at against the float32 reference."""
     from benchmarks import workloads
     from benchmarks.parity import run_parity
-    from benchmarks.spec import ORIGIN_POOL_STRIDE, TrainConfig
+    from benchmarks.spec import TrainConfig
 
     workload, precision = parity_case
     w = workloads.get(workload)
     xf.close_worker()  # parity starts workers of its own
     if xf.past_deadline(PARITY_S):
         pytest.skip(f"parity ({workload}, {precision}) left out by --xf-deadline: about {PARITY_S:.0f} s needed")
-    spec = w.make_spec(min(xf.profile.accuracy_image_size, 64), ORIGIN_POOL_STRIDE)
+    spec = parity_spec(xf.profile, workload)
     train = TrainConfig(precision=precision)
     impls = [i for i in xf.impls if i in w.impls]
-    cell_id = record.parity_id(spec.image_size, spec.variant, precision, workload)
+    cell_id = parity_cell_id(xf.profile, workload, precision)
     benchmark.group = "parity"
     key = xf.key(kind="parity", spec=spec.to_dict(), impls=impls, train=train.to_dict(),
                  **({} if w.is_origin else {"workload": workload}))

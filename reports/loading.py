@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.files import ResultFileError, read_json
-from benchmarks.record import CellRecord, as_dict
+from benchmarks.record import CellRecord, as_dict, parameter_of
 from reports.model import HistoryPoint, Machine, Model, Skipped
 
 PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
@@ -152,7 +152,8 @@ class Loader:
         rank = {cid: i for i, cid in reversed(list(enumerate(planned)))}  # a repeated id ranks first
         cells.sort(key=lambda c: rank.get(c.id, len(planned)))  # planned order; unplanned last, by file
         found = {c.id for c in cells}
-        missing = [cid for cid in planned if cid not in found]
+        parameters = {parameter_of(c.name) for c in cells}  # what runs planned before they planned record ids
+        missing = [cid for cid in planned if cid not in found and cid not in parameters]
         interrupted = not run.get("finished")
         self._all_cells += cells
         self._all_cells += [_missing_cell(cid, folder, origin, interrupted) for cid in missing]

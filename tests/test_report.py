@@ -117,6 +117,20 @@ def test_partial_run_shows_missing_cells(full):
     assert "st-missing" in html and "test_accuracy[flax-original-noaug-quick]" in html
 
 
+def test_a_finished_run_that_planned_pytest_parameters_is_complete(tmp_path):
+    """Runs before record ids were planned listed pytest's parameters: parity's was its precision."""
+    from benchmarks import record
+    from benchmarks.store import RunFolder
+
+    for planned, name in (("float32", "float32"), ("resnet-float32", "resnet-float32"), ("parity-s64-p1", None)):
+        run = RunFolder.create(tmp_path / planned, "r", "quick", report_samples.machine_info("cpu"), [planned])
+        run.write_cell(record.run_file("parity-s64-p1", "parity", "ok", None, None, report_samples.parity_extra(),
+                                       name=name and record.test_name("parity", name)))
+        run.update_meta(finished="2026-11-30T12:00:00")
+        model = loading.load([run.path], include_published=False)
+        assert not model.partial_runs and not [c for c in model.cells if c.status == "missing"], planned
+
+
 def test_failed_and_skipped_cells_have_reasons(full):
     model, html, _ = full
     rows = {p["status"]: p for p in views.problems(model)}
