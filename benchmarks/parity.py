@@ -6,6 +6,8 @@ relative loss difference over K Adam steps on identical deterministic batches
 from those same weights. Keras fixes its backend at import, so every
 implementation runs in its own worker process (`python -m benchmarks.parity
 --worker NAME ...`); weights, batches and results travel through .npz files.
+All start at once: the others import their framework and build their model
+while the reference runs, then load its initial weights.
 
 Adam is matched: Keras adds epsilon to sqrt(v) before bias correction, optax
 after it, so every implementation runs Keras's formulation (TrainConfig.adam_form
@@ -31,10 +33,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +48,7 @@ import numpy as np
 from benchmarks import workloads
 from benchmarks.registry import NAMES, REFERENCE, entry, missing
 from benchmarks.spec import PRECISIONS, ModelSpec, TrainConfig
+from benchmarks.store import write_atomic
 from benchmarks.worker_client import worker_env
 from shared_data.cli import bounded, image_size_arg, seed_arg
 from shared_data.preprocess import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
@@ -114,6 +120,7 @@ def worker(name: str, in_path: str, out_path: str, config: dict) -> None:
     train = TrainConfig.from_dict(config["train"])
     cls = registry.load(name, workload.name)
     impl = cls(name, spec, train, config["seed"], device=config["device"])
+    _wait_for(Path(in_path))  # started beside the reference, whose weights it loads
     data = dict(np.load(in_path))
     initial = {k[len("w:"):]: v for k, v in data.items() if k.startswith("w:")}
     if initial:
@@ -141,15 +148,28 @@ def worker(name: str, in_path: str, out_path: str, config: dict) -> None:
     np.savez(out_path, **out)
 
 
-def _run_worker(name: str, in_path: Path, out_path: Path, config: dict) -> dict:
+def _wait_for(path: Path) -> None:
+    """Until the parent has written `path` (atomically); a worker whose parent is gone gives up."""
+    parent = os.getppid()
+    while not path.exists():
+        if os.getppid() != parent:
+            raise SystemExit(f"parity worker: the parent went before {path.name} was written")
+        time.sleep(0.05)
+
+
+def _start_worker(name: str, in_path: Path, out_path: Path, config: dict) -> subprocess.Popen:
     entry(name)  # unknown name -> clear error before spawning
     env = worker_env(None)  # the harness's settings: on a GPU no worker preallocates the memory of all
     env.pop("KERAS_BACKEND", None)
     cmd = [sys.executable, "-m", "benchmarks.parity", "--worker", name,
            "--in", str(in_path), "--out", str(out_path), "--config", json.dumps(config)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _result(name: str, proc: subprocess.Popen, out_path: Path) -> dict:
+    stderr = proc.communicate()[1]
     if proc.returncode != 0:
-        raise ParityError(f"parity worker {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise ParityError(f"parity worker {name} failed (exit {proc.returncode}):\n{stderr[-4000:]}")
     with np.load(out_path) as f:
         return {k: f[k] for k in f.files}
 
@@ -200,13 +220,24 @@ def run_parity(
     with tempfile.TemporaryDirectory(prefix="xfbench-parity-") as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "in_ref.npz", images=images, labels=labels)
-        ref = _run_worker(REFERENCE, tmp / "in_ref.npz", tmp / "out_ref.npz", config)
-        weights = {k: v for k, v in ref.items() if k.startswith("w:")}
-        np.savez(tmp / "in.npz", images=images, labels=labels, **weights)
+        # every worker starts at once (its framework imported, its model built), the others then wait for
+        # the reference's initial weights
         others = [n for n in impls if n != REFERENCE or train != reference_train]
-        with ThreadPoolExecutor(max_workers=max(1, len(others))) as pool:
-            futures = {n: pool.submit(_run_worker, n, tmp / "in.npz", tmp / f"out_{n}.npz",
-                                      dict(config, train=train.to_dict(), native=False)) for n in others}
+        ref_proc = _start_worker(REFERENCE, tmp / "in_ref.npz", tmp / "out_ref.npz", config)
+        procs = {n: _start_worker(n, tmp / "in.npz", tmp / f"out_{n}.npz",
+                                  dict(config, train=train.to_dict(), native=False)) for n in others}
+        with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
+            futures = {n: pool.submit(_result, n, p, tmp / f"out_{n}.npz") for n, p in procs.items()}
+            try:
+                ref = _result(REFERENCE, ref_proc, tmp / "out_ref.npz")
+            except BaseException:
+                for p in procs.values():
+                    p.kill()
+                raise
+            weights = {k: v for k, v in ref.items() if k.startswith("w:")}
+            buf = io.BytesIO()
+            np.savez(buf, images=images, labels=labels, **weights)
+            write_atomic(tmp / "in.npz", buf.getvalue())
             outs = {n: f.result() for n, f in futures.items()}
     lowered = outs.get(REFERENCE)  # the reference at the lower precision: what the trajectories follow
     outs.setdefault(REFERENCE, ref)

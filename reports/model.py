@@ -8,6 +8,7 @@ pytest-benchmark defines, goes through `as_dict`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ class Replicates:
             raise AttributeError(name)
         return getattr(self.cells[0], name)
 
-    @property
+    @functools.cached_property
     def info(self) -> Info:
         """Each figure: the value every process agrees on, else the median over the processes that recorded
         a number (some figures, such as the epoch as users run it, only the first process records), else the

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import synthetic_cache
 
 from benchmarks.harness import MAX_OVERHEAD, calls_steps, harness_overhead
 from benchmarks.spec import ModelSpec, TrainConfig
@@ -37,7 +38,7 @@ def payload(tmp_path, impl="flax", image_size=16, batch_size=8, **train) -> dict
         "train": TrainConfig(batch_size=batch_size, **train).to_dict(),
         "seed": 0,
         "data": {"source": "synthetic", "data_dir": None, "image_size": image_size, "protocol": "original",
-                 "seed": 0, "cache_dir": str(tmp_path / "cache")},
+                 "seed": 0, "cache_dir": str(synthetic_cache.seeded(tmp_path / "cache", image_size))},
     }
 
 
@@ -121,6 +122,7 @@ def test_nan_loss_fails_the_accuracy_run(tmp_path):
 
 
 def bench_cmd(tmp_path, *extra) -> list[str]:
+    synthetic_cache.seeded(tmp_path / "home" / "cache" / "data")
     return [
         sys.executable, "-m", "pytest", "--benchmark-only", "-q", "-p", "no:cacheprovider",
         "--xf-profile=quick", "--xf-impls=flax", "--xf-image-sizes=16", "--xf-batch-sizes=8", "--xf-source=synthetic",
@@ -131,6 +133,26 @@ def bench_cmd(tmp_path, *extra) -> list[str]:
 
 def run_bench(tmp_path, *extra, timeout=300):
     return subprocess.run(bench_cmd(tmp_path, *extra), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def resnet_run(tmp_path_factory):
+    """The second workload's run, started with the module: it runs beside the tests before
+    `test_the_second_workload_end_to_end`, which waits for it, so both cores are kept busy."""
+    tmp = tmp_path_factory.mktemp("resnet")
+    with open(tmp / "stdout", "w") as out, open(tmp / "stderr", "w") as err:
+        # flax alone: the others' parity is the contract tests'
+        proc = subprocess.Popen(bench_cmd(tmp, "--xf-workloads=resnet"), cwd=ROOT, stdout=out, stderr=err)
+    yield tmp, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_the_slowest_run_first(request):
+    if any(item.name == test_the_second_workload_end_to_end.__name__ for item in request.session.items):
+        request.getfixturevalue("resnet_run")
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +290,8 @@ def test_of_processes_racing_to_resume_one_run_exactly_one_wins(tmp_path):
 
 
 def test_kill_9_keeps_finished_cells_and_the_next_run_reuses_them(tmp_path):
-    proc = subprocess.Popen(bench_cmd(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    cells_run = ("-k", "not parity")  # the step and the accuracy cell (a parity cell resumes in the deadline's test)
+    proc = subprocess.Popen(bench_cmd(tmp_path, *cells_run), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     deadline = time.monotonic() + 240
     cells = []
@@ -283,7 +306,7 @@ def test_kill_9_keeps_finished_cells_and_the_next_run_reuses_them(tmp_path):
     assert run.cells()[cells[0].stem]["status"] == "ok"
     # two runs at once in the same folder: one resumes the interrupted run in place (its run id kept,
     # its finished cell reused), the other starts a run of its own; both finish, neither disturbs the other
-    reruns = [subprocess.Popen(bench_cmd(tmp_path, f"--benchmark-json={tmp_path / f'out{i}.json'}"), cwd=ROOT,
+    reruns = [subprocess.Popen(bench_cmd(tmp_path, *cells_run, f"--benchmark-json={tmp_path / f'out{i}.json'}"), cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (1, 2)]
     outputs = [p.communicate(timeout=400)[0] for p in reruns]
     for p, out in zip(reruns, outputs):
@@ -293,7 +316,7 @@ def test_kill_9_keeps_finished_cells_and_the_next_run_reuses_them(tmp_path):
     runs = [RunFolder(d) for d in (tmp_path / "home" / "runs").iterdir()]
     assert len(runs) == 2 and all(r.meta()["finished"] for r in runs)
     assert len(run.meta()["resumed"]) == 1 and run.meta()["run_id"] == run.run_id
-    assert all(len(r.cells()) == 3 for r in runs)  # step, accuracy, parity
+    assert all(len(r.cells()) == 2 for r in runs)  # step, accuracy
     assert len(list((tmp_path / "storage").rglob("*.json"))) == 2
 
 
@@ -450,16 +473,18 @@ def test_a_run_cut_by_the_deadline_is_resumed_by_the_next_call(tmp_path):
     continues that run under its run id (as a second GPU call does)."""
     first = run_bench(tmp_path, "--xf-deadline=1")
     assert first.returncode == 0, first.stdout[-3000:]
-    assert "--xf-deadline left out 2 cell(s)" in first.stdout  # the step and the accuracy cell
     (folder,) = (tmp_path / "home" / "runs").iterdir()
     run = RunFolder(folder)
-    assert run.meta()["finished"] is None and len(run.meta()["left_out"]) == 2
-    assert {c["status"] for c in run.cells().values() if c["kind"] != "parity"} == {"skipped"}
+    # a cell's estimate needs a finished cell of its kind, so at most the first cell starts within the second;
+    # the accuracy cell (and parity) never do
+    left = run.meta()["left_out"]
+    assert any(c.startswith("acc-") for c in left) and f"--xf-deadline left out {len(left)} cell(s)" in first.stdout
+    assert run.meta()["finished"] is None and {run.cells()[c]["status"] for c in left} == {"skipped"}
     second = run_bench(tmp_path)
     assert second.returncode == 0, second.stdout[-3000:]
     assert f"resuming the interrupted run {run.run_id}" in second.stdout
     assert run.meta()["finished"] and run.meta()["left_out"] == []
-    assert {c["status"] for c in run.cells().values()} == {"ok"}
+    assert {c["status"] for c in run.cells().values()} == {"ok"} and len(run.cells()) == 3
 
 
 def test_precision_is_an_axis_that_leaves_float32_as_it_was():
@@ -575,12 +600,12 @@ def test_a_tree_without_workloads_skips_their_cells():
         old.fit({"impl": "flax", "workload": "resnet", "spec": {}, "train": {}})
 
 
-def test_the_second_workload_end_to_end(tmp_path):
+def test_the_second_workload_end_to_end(resnet_run):
     """Step, accuracy and parity cells of the resnet workload through `pytest --benchmark-only`: ids in its
     namespace, its workload in every record, its own section in the report."""
-    proc = run_bench(tmp_path, "--xf-workloads=resnet", timeout=600)  # flax alone: the others' parity is the contract tests'
-
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tmp_path, proc = resnet_run
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, (tmp_path / "stdout").read_text()[-3000:] + (tmp_path / "stderr").read_text()[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
     ids = {b["extra_info"].get("kind"): b for b in out["benchmarks"]}
     assert set(ids) == {"step", "accuracy", "parity"}

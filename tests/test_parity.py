@@ -138,3 +138,24 @@ def test_a_model_with_state_is_held_to_its_first_step_and_its_trajectory(parity_
     assert any(p.startswith("keras-jax:") and "state values" in p for p in problems)
     assert any(p.startswith("keras-tf:") and "first step" in p for p in problems)
     assert any(p.startswith("flax-nnx:") and "after the trajectory" in p and "one ulp off" in p for p in problems)
+
+
+def test_a_failed_reference_stops_the_workers_waiting_for_its_weights(monkeypatch):
+    """The others start beside the reference and wait for its weights: when it fails, parity says which
+    worker failed and why, and none is left waiting."""
+    import subprocess
+    import sys
+
+    real, started = parity._start_worker, []
+
+    def start(name, in_path, out_path, config):
+        if name == REFERENCE and in_path.name == "in_ref.npz":
+            return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit('no weights here')"],
+                                    stderr=subprocess.PIPE, text=True)
+        started.append(real(name, in_path, out_path, config))
+        return started[-1]
+
+    monkeypatch.setattr(parity, "_start_worker", start)
+    with pytest.raises(parity.ParityError, match=f"parity worker {REFERENCE} failed \\(exit 1\\):\nno weights here"):
+        parity.run_parity(ModelSpec(16), steps=1, batch_size=4, impls=("flax", "keras-jax"))
+    assert len(started) == 1 and started[0].poll() is not None

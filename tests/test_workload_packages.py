@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import synthetic_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tests" / "example_package"
@@ -51,6 +52,7 @@ def test_the_contract_tests_take_it_in(site):
 
 
 def test_a_step_cell_and_the_report(site, tmp_path):
+    synthetic_cache.seeded(tmp_path / "home" / "cache" / "data")
     proc = run(site, "-m", "pytest", "--benchmark-only", "-q", "-p", "no:cacheprovider", "--xf-profile=quick",
                "--xf-workloads=mlp", "--xf-impls=flax", "--xf-image-sizes=16", "--xf-batch-sizes=8",
                "--xf-source=synthetic", f"--xf-home={tmp_path / 'home'}", f"--xf-report={tmp_path / 'index.html'}",
